@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['format_case_summary', 'image_summary', 'cmd_info', 'build_parser', 'main']
+__all__ = ['format_case_summary', 'image_summary', 'cmd_info', 'cmd_phantom', 'cmd_train_vqvae', 'cmd_build_graphs',
+           'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #97eb7329
 import argparse
@@ -20,8 +21,11 @@ import numpy as np
 
 # %% ../nbs/11_cli.ipynb #f737b23d
 import hiperf_nb
-from .core import HiperfError, HiperfWarning
+from .core import HiperfError, HiperfWarning, InputError
 from .io import find_cases, load_case, read_image, image_extension, STRUCTURAL_CHANNELS, IMAGE_EXTENSIONS
+from .vqvae import VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
+from .graphs import GraphConfig, build_graphs
+from .phantom import simulate_cohort
 
 # %% ../nbs/11_cli.ipynb #938410af
 def _fmt(v, unit="", nd=2):
@@ -90,6 +94,42 @@ def cmd_info(args) -> int:
         print(f"{len(cases) - failed} of {len(cases)} case(s) loaded" + (f", {failed} failed (see stderr)" if failed else ""))
     return 1 if failed else 0
 
+# %% ../nbs/11_cli.ipynb #f61ebcf8
+def cmd_phantom(args) -> int:
+    "Simulate a phantom cohort into `args.out` and print where it is."
+    if args.n < 1: raise InputError(f"--n must be a positive number of patients, got {args.n}")
+    if args.seed < 0: raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    cases = simulate_cohort(args.n, site=args.site, seed=args.seed, out_dir=args.out, zoom=args.zoom, overwrite=args.overwrite)
+    print(f"{len(cases)} {args.site} phantom case(s) written to {args.out} (manifest: {Path(args.out) / 'manifest.csv'})")
+    return 0
+
+# %% ../nbs/11_cli.ipynb #0103f8d9
+def cmd_train_vqvae(args) -> int:
+    "Train the TIC VQ-VAE on a cohort's tumour curves and save a checkpoint."
+    cases = find_cases(args.manifest)
+    cfg = VQVAEConfig(codebooks=args.codebooks, resample_tr_s=args.resample_tr)
+    bank, failed = tics_from_cases(cases, norm=cfg.norm, max_per_case=args.max_per_case, resample_tr_s=args.resample_tr, seed=args.seed)
+    for pid, err in failed.items(): print(f"hiperf: error: {pid}: {err}", file=sys.stderr)
+    print(f"training on {len(bank):,} curves from {bank.n_cases} case(s), lengths {sorted(bank.groups)}", file=sys.stderr)
+    model, hist = train_vqvae(bank, cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    out = save_vqvae(model, args.out, hist)
+    last = hist[-1]
+    print(f"{out}: loss {last['loss']:.4f} (L1 {last['recon_loss']:.4f}), codebook usage {last['usage']:.0%}, perplexity {last['perplexity']:.2f}")
+    return 1 if failed else 0
+
+def cmd_build_graphs(args) -> int:
+    "Encode a cohort with a frozen VQ-VAE and build one hierarchical graph per case."
+    cases = find_cases(args.manifest)
+    model = load_vqvae(args.vqvae)
+    cfg = GraphConfig(k=args.k, delta_max=args.delta_max, delta_unit=args.delta_unit, supervoxel_voxels=args.supervoxel_voxels)
+    df = build_graphs(cases, model, args.out, cfg, n_jobs=args.jobs, force=args.force)
+    for r in df[df.status == "failed"].itertuples(): print(f"hiperf: error: {r.patient_id}: {r.error}", file=sys.stderr)
+    counts = df.status.value_counts()
+    ok = df[df.status != "failed"]
+    print(f"{args.out}: {counts.get('built', 0)} built, {counts.get('cached', 0)} unchanged, {counts.get('failed', 0)} failed; "
+          + (f"median {ok.n_coarse.median():.0f} habitats and {ok.n_fine.median():.0f} supervoxels per case" if len(ok) else "no graphs"))
+    return 1 if counts.get("failed", 0) else 0
+
 # %% ../nbs/11_cli.ipynb #41ee38e3
 def build_parser() -> argparse.ArgumentParser:
     "The `hiperf` argument parser with all sub-commands."
@@ -105,6 +145,44 @@ def build_parser() -> argparse.ArgumentParser:
                       help="grid to align on (default: dsc if present, else t1ce)")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=cmd_info)
+    ph = sub.add_parser("phantom", help="simulate a synthetic DSC + structural MRI cohort (NIfTI folders + manifest.csv)",
+                        description="Simulate a cohort of physically based DSC-MRI phantoms with the site's label prevalences "
+                        "and protocol (see the phantom notebook) and write case folders and manifest.csv.")
+    ph.add_argument("--n", type=int, required=True, help="number of patients")
+    ph.add_argument("--site", choices=("internal", "external"), default="internal",
+                    help="internal: paper-like mix (71%% IDH-wt, 15%% codeleted, grades 4/3/2 = 74/16/10%%); "
+                    "external: UPenn-GBM-like (grade 4, 97%% IDH-wt), another protocol")
+    ph.add_argument("--out", required=True, metavar="DIR", help="output folder (case folders + manifest.csv)")
+    ph.add_argument("--seed", type=int, default=0, help="one seed for labels, anatomy, physiology and noise (default 0)")
+    ph.add_argument("--zoom", type=int, choices=(1, 2, 3, 4), default=2,
+                    help="in-plane downsampling of the 1.8 mm template grid (default 2: 3.6 x 3.6 x 5 mm)")
+    ph.add_argument("--overwrite", action="store_true", help="replace a cohort already in DIR")
+    ph.set_defaults(func=cmd_phantom)
+    tv = sub.add_parser("train-vqvae", help="train the TIC VQ-VAE on a cohort",
+                        description="Train the HiPerfGNN VQ-VAE (paper: K=2 codes, N=3 positions, d_enc=256) on tumour TICs.")
+    tv.add_argument("manifest", help="manifest CSV or folder of case folders")
+    tv.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    tv.add_argument("--epochs", type=int, default=20)
+    tv.add_argument("--batch-size", type=int, default=512)
+    tv.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-5 for 100 epochs)")
+    tv.add_argument("--max-per-case", type=int, default=5000, help="curves sampled per case")
+    tv.add_argument("--resample-tr", type=float, default=None, metavar="SECONDS", help="put every protocol on this TR first")
+    tv.add_argument("--codebooks", choices=("shared", "per_position"), default="shared", help="shared (paper) or per_position (released code)")
+    tv.add_argument("--seed", type=int, default=0)
+    tv.add_argument("--device", default="auto")
+    tv.set_defaults(func=cmd_train_vqvae)
+    bg = sub.add_parser("build-graphs", help="build hierarchical tumour graphs for a cohort",
+                        description="Encode each case with a frozen VQ-VAE and build its hierarchical graph (cached, parallel).")
+    bg.add_argument("manifest", help="manifest CSV or folder of case folders")
+    bg.add_argument("--vqvae", required=True, help="checkpoint from train-vqvae")
+    bg.add_argument("--out", required=True, help="output folder (one .pt + .json per case, graphs.csv)")
+    bg.add_argument("--jobs", type=int, default=1, help="parallel processes (-1: all cores)")
+    bg.add_argument("--force", action="store_true", help="rebuild even unchanged cases")
+    bg.add_argument("--k", type=int, default=5, help="kNN neighbours")
+    bg.add_argument("--delta-max", type=float, default=15.0, help="longest edge")
+    bg.add_argument("--delta-unit", choices=("voxels", "mm"), default="voxels")
+    bg.add_argument("--supervoxel-voxels", type=int, default=125, help="target SLIC supervoxel size")
+    bg.set_defaults(func=cmd_build_graphs)
     return p
 
 def main(argv: list[str] | None = None # arguments (default: sys.argv[1:])
