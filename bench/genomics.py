@@ -17,7 +17,6 @@ import sys
 import time
 import tracemalloc
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("HIPERF_PROGRESS", "0")
 import numpy as np
@@ -26,7 +25,8 @@ import pandas as pd
 from hiperf_nb.core import HiperfWarning
 from hiperf_nb.genomics import GenomicPreprocessor, CorrelationPruner
 
-ROOT = Path(__file__).resolve().parent.parent
+from _report import write_section
+
 
 
 def synthetic(n, p, n_mut=5000, sites=20, seed=0):
@@ -104,7 +104,6 @@ def main():
     tracemalloc.stop()
     rss1 = rss_mb()
     shapes = {k: v.shape[1] for k, v in out.items()}
-    steps = {name: None for name, _ in pre.expression_.steps}
 
     # correlation pruning: ours vs the reference at a width the reference finishes in reasonable time
     X = np.log2(tables["expression"].iloc[: len(train), : a.baseline_features] + 1)
@@ -146,13 +145,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if not a.no_write:
-        bm = ROOT / "BENCHMARKS.md"
-        old = bm.read_text() if bm.exists() else "# Benchmarks\n\nMeasured by the scripts in `bench/`; regenerate with `python bench/<name>.py`.\n\n"
-        start = old.find("## Genomic preprocessing")
-        if start >= 0:
-            end = old.find("\n## ", start + 5)
-            old = old[:start] + (old[end + 1:] if end >= 0 else "")
-        bm.write_text(old.rstrip("\n") + "\n\n" + text)
+        write_section(text)
     return 0 if (ok_t and ok_m and agree) else 1
 
 

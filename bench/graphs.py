@@ -18,10 +18,8 @@ import argparse
 import math
 import os
 import platform
-import re
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +30,8 @@ from hiperf_nb.graphs import GraphConfig, build_hier_graph, code_keys, habitat_c
 from hiperf_nb.io import LoadedCase, normalize_structural
 from hiperf_nb.vqvae import VQVAE
 
-ROOT = Path(__file__).resolve().parent.parent
+from _report import write_section
+
 SHAPE = (240, 240, 155)
 
 
@@ -68,14 +67,6 @@ def reference_fine_strategy(lc, coarse, n_nodes, cfg, n_sample=3):
     return (time.perf_counter() - t0) / len(pick), len(big)
 
 
-def write_section(text):
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(r"\n## Graphs\n.*?(?=\n## |\Z)", re.S)
-    doc = pat.sub("\n" + text.rstrip() + "\n", doc) if pat.search(doc) else doc.rstrip() + "\n\n" + text.rstrip() + "\n"
-    path.write_text(doc)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -84,7 +75,7 @@ def main():
     lc, codes, latents, coords = make_case()
     print(f"case: {SHAPE}, {len(coords)} tumour voxels", flush=True)
     cfg = GraphConfig()
-    times, peaks, stages = [], [], None
+    times, peaks = [], []
     for _ in range(a.repeats):
         tracemalloc.start()
         t0 = time.perf_counter()
@@ -108,7 +99,7 @@ def main():
              "noise, random latents N=3, d=256), paper defaults (k=5, delta_max=15 voxels, supervoxels of about 125 voxels).", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} (CPU), numpy {np.__version__}.", "",
              "| | time | peak memory |", "|---|---|---|",
-             f"| released reference code (quoted in the issue, same machine type) | 127 s (2.4 components + 5.9 coarse + 119 fine/SLIC) | 0.94 GB |",
+             "| released reference code (quoted in the issue, same machine type) | 127 s (2.4 components + 5.9 coarse + 119 fine/SLIC) | 0.94 GB |",
              f"| hiperf_nb `build_hier_graph`, median of {a.repeats} | {np.median(times):.2f} s | {max(peaks):.0f} MiB |",
              f"| speed-up vs quoted reference | {127 / np.median(times):.0f}x | {940 / max(peaks):.1f}x less |", "",
              f"Graph: {g.n_coarse} habitats (coarse nodes), {g.n_fine} supervoxels (fine nodes), "

@@ -9,7 +9,6 @@ Writes the results into BENCHMARKS.md (section "I/O"). Usage: python bench/io.py
 import argparse
 import json
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from _report import write_section
+
 SHAPE, FRAMES, TR = (128, 128, 24), 60, 1.5
 
 
@@ -69,14 +69,6 @@ def measure(variant, case, repeats):
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {"seconds": float(np.median([r["seconds"] for r in runs])), "peak_mb": float(np.median([r["peak_mb"] for r in runs])),
             "tics": runs[0]["tics_shape"], "dtype": runs[0]["tics_dtype"]}
-
-
-def write_section(text: str):
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by the scripts in `bench/`; each section by its own script.\n"
-    pat = re.compile(r"\n## I/O\n.*?(?=\n## |\Z)", re.S)
-    doc = pat.sub("\n" + text.rstrip() + "\n", doc) if pat.search(doc) else doc.rstrip() + "\n\n" + text.rstrip() + "\n"
-    path.write_text(doc)
 
 
 def main():

@@ -6,7 +6,6 @@ disk size of the cohort, and the perfusion-map time of one case. Writes the "Pha
 import argparse
 import os
 import platform
-import re
 import shutil
 import tempfile
 import time
@@ -18,7 +17,8 @@ import numpy as np  # noqa: E402
 
 from hiperf_nb.phantom import simulate_case, simulate_cohort, write_phantom_case, perfusion_maps  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from _report import write_section  # noqa: E402
+
 
 
 def measure(fn):
@@ -73,12 +73,7 @@ def main():
     ]
     text = "\n".join(lines)
     print(text)
-    bm = ROOT / "BENCHMARKS.md"
-    old = bm.read_text() if bm.exists() else "# Benchmarks\n\n"
-    pat = re.compile(r"## Phantom \(`bench/phantom.py`\).*?(?=\n## |\Z)", re.S)
-    new = pat.sub(text.rstrip("\n") + "\n", old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
-    bm.write_text(new)
-
+    write_section(text)
 
 if __name__ == "__main__":
     main()

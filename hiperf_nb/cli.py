@@ -22,7 +22,7 @@ import numpy as np
 # %% ../nbs/11_cli.ipynb #f737b23d
 import hiperf_nb
 from .core import HiperfError, HiperfWarning, InputError
-from .io import find_cases, load_case, read_image, image_extension, STRUCTURAL_CHANNELS, IMAGE_EXTENSIONS
+from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, IMAGE_EXTENSIONS
 from .vqvae import VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
 from .graphs import GraphConfig, build_graphs
 from .phantom import simulate_cohort
@@ -47,8 +47,8 @@ def format_case_summary(s: dict # a `LoadedCase.summary()`
         if src is None: chans.append(f"{c} missing")
         else: chans.append(f"{c}" + (f" (resampled from {'x'.join(map(str, src['shape']))} {src['orientation']})" if src["resampled"] else ""))
     lines.append(f"  structural  {', '.join(chans)}")
-    lines.append(f"  tumour      " + ("- (no tumour mask)" if s["tumor_voxels"] is None else f"{s['tumor_volume_ml']:.2f} ml ({s['tumor_voxels']} voxels)"))
-    lines.append(f"  brain       " + ("- (no brain mask)" if s["brain_volume_ml"] is None else f"{s['brain_volume_ml']:.1f} ml"))
+    lines.append("  tumour      " + ("- (no tumour mask)" if s["tumor_voxels"] is None else f"{s['tumor_volume_ml']:.2f} ml ({s['tumor_voxels']} voxels)"))
+    lines.append("  brain       " + ("- (no brain mask)" if s["brain_volume_ml"] is None else f"{s['brain_volume_ml']:.1f} ml"))
     if s["invalid_voxels"]: lines.append(f"  excluded    {s['invalid_voxels']} voxels with NaN/inf values")
     if s["labels"]: lines.append("  labels      " + ", ".join(f"{k}={v}" for k, v in s["labels"].items()))
     return "\n".join(lines)

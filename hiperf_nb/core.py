@@ -21,7 +21,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable, Any
+from typing import Iterable
 
 # %% ../nbs/00_core.ipynb #3468db2c
 import numpy as np

@@ -22,10 +22,9 @@ __all__ = ['NA_VALUES', 'TCGA_CLINICAL_COLUMNS', 'CDR_COLUMNS', 'MUTATION_COLUMN
 import gzip
 import io
 import json
-import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -33,15 +32,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_selection import SelectFpr, f_classif
 from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 # %% ../nbs/08_genomics.ipynb #50906a74
-from .core import (HiperfError, InputError, MissingFileError, DataFormatError, HiperfWarning,
-                            data_path, progress, test_raises)
+from .core import InputError, MissingFileError, DataFormatError, HiperfWarning, data_path, progress
 
 # %% ../nbs/08_genomics.ipynb #dcd22a2a
 NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A", "[Not Available]", "[Not Applicable]",
@@ -486,7 +484,7 @@ def cohort_summary(cohort: pd.DataFrame, # columns early, grade, sex, who2021, i
                   ) -> pd.DataFrame:
     "The paper's Table 1/2 layout: rows (section, item), columns (Late/Early, All/II/III/IV)."
     check_columns(cohort, ("early", "grade", "sex", "who2021", "idh_codel", "vital_status", "ttr_days", "age"), "cohort")
-    cols, rows = {}, {}
+    cols = {}
     for lab, name in ((0, "Late"), (1, "Early")):
         for gname, gv in (("All", None), ("II", 2), ("III", 3), ("IV", 4)):
             d = cohort[(cohort["early"] == lab) & ((cohort["grade"] == gv) if gv else True)]

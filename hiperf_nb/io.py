@@ -15,11 +15,9 @@ __all__ = ['STRUCTURAL_CHANNELS', 'IMAGE_FIELDS', 'IMAGE_EXTENSIONS', 'MANIFEST_
 import csv
 import json
 from io import StringIO
-import os
 import re
-import tempfile
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +31,7 @@ from scipy import ndimage
 # %% ../nbs/01_io.ipynb #3d79aba7
 from .core import (HiperfError, InputError, MissingFileError, UnsupportedFormatError, ManifestError,
                             DataFormatError, ShapeMismatchError, AffineMismatchError, NonFiniteError, HiperfWarning,
-                            data_path, test_raises, atomic_write_text)
+                            atomic_write_text)
 
 # %% ../nbs/01_io.ipynb #ab80eb66
 STRUCTURAL_CHANNELS = ("t1", "t1ce", "t2", "flair")

@@ -10,9 +10,8 @@ __all__ = ['VQVAEConfig', 'VectorQuantizer', 'ResBlock1d', 'TICEncoder', 'TICDec
            'train_vqvae', 'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases']
 
 # %% ../nbs/03_vqvae.ipynb #9640dbcc
-import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
