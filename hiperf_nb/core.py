@@ -8,8 +8,8 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['HiperfError', 'InputError', 'MissingFileError', 'UnsupportedFormatError', 'ManifestError', 'DataFormatError',
            'ShapeMismatchError', 'AffineMismatchError', 'NonFiniteError', 'HiperfWarning', 'test_raises', 'Config',
-           'RunConfig', 'seed_everything', 'get_device', 'progress_enabled', 'progress', 'atomic_write_text',
-           'data_dir', 'data_path']
+           'RunConfig', 'seed_everything', 'get_device', 'progress_enabled', 'progress', 'atomic_write_bytes',
+           'atomic_write_text', 'data_dir', 'data_path']
 
 # %% ../nbs/00_core.ipynb #ac9e9e0c
 import dataclasses
@@ -173,20 +173,26 @@ def progress(iterable: Iterable, # what to iterate over
     return tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(enabled), dynamic_ncols=True, **kwargs)
 
 # %% ../nbs/00_core.ipynb #1bbfff8c
-def atomic_write_text(path: str | Path, # destination file
-                      text: str # full content
-                     ) -> Path:
-    "Write `text` to `path` through a temporary file and an atomic rename."
+def atomic_write_bytes(path: str | Path, # destination file
+                       data: bytes # full content
+                      ) -> Path:
+    "Write `data` to `path` through a uniquely named temporary file beside it and an atomic rename."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f: f.write(text)
+        with os.fdopen(fd, "wb") as f: f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
     return path
+
+def atomic_write_text(path: str | Path, # destination file
+                      text: str # full content
+                     ) -> Path:
+    "`atomic_write_bytes` for UTF-8 text."
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 # %% ../nbs/00_core.ipynb #398a9ac0
 def data_dir() -> Path:

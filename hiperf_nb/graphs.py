@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['GraphConfig', 'code_keys', 'habitat_components', 'group_mean', 'knn_edges', 'cosine_edge_features',
+__all__ = ['GraphConfig', 'first_member', 'code_keys', 'habitat_components', 'group_mean', 'knn_edges', 'cosine_edge_features',
            'channel_edge_features', 'supervoxels', 'HierGraph', 'build_hier_graph', 'check_components',
            'plot_hier_graph', 'file_digest', 'model_digest', 'graph_key', 'build_graphs']
 
@@ -17,6 +17,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +33,7 @@ from torch_geometric.data import HeteroData
 
 # %% ../nbs/04_graphs.ipynb #e9535814
 from .core import (Config, HiperfError, HiperfWarning, InputError, ShapeMismatchError, DataFormatError,
-                            MissingFileError, atomic_write_text, progress)
+                            MissingFileError, atomic_write_bytes, atomic_write_text, progress)
 from .io import Case, LoadedCase, load_case, normalize_structural
 from .vqvae import VQVAE, encode_case
 
@@ -53,6 +54,13 @@ class GraphConfig(Config):
         if self.k < 1: raise InputError(f"k must be >= 1, got {self.k}")
 
 # %% ../nbs/04_graphs.ipynb #9728eb75
+def first_member(group: np.ndarray, # (n,) group index of each item, in [0, G)
+                 n_groups: int # G
+                ) -> np.ndarray:
+    "Index of the first item of each group, (G,)."
+    first = np.full(n_groups, len(group)); np.minimum.at(first, group, np.arange(len(group)))
+    return first
+
 def code_keys(codes: np.ndarray, # (n, N) code indices
               n_codes: int | None = None # K (default: max code + 1)
              ) -> np.ndarray:
@@ -73,7 +81,7 @@ def habitat_components(coords: np.ndarray, # (n, 3) voxel indices of tumour voxe
     lab = label_regions(box, background=-1, connectivity=3)
     comp = lab[tuple(rel.T)] - 1
     # renumber by (key, first voxel) so node order does not depend on the labeller's scan order
-    first = np.full(comp.max() + 1, len(comp)); np.minimum.at(first, comp, np.arange(len(comp)))
+    first = first_member(comp, comp.max() + 1)
     order = np.lexsort((first, keys[first]))
     new = np.empty_like(order); new[order] = np.arange(len(order))
     return new[comp]
@@ -166,11 +174,9 @@ class HierGraph(HeteroData):
 
     def save(self, path: str | Path) -> Path:
         "Save as a dict of tensors (weights_only-safe), atomically."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"kind": "hiperf_nb.HierGraph", "data": self.to_dict()}, tmp)
-        tmp.replace(path)
-        return path
+        buf = BytesIO()
+        torch.save({"kind": "hiperf_nb.HierGraph", "data": self.to_dict()}, buf)
+        return atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> "HierGraph":
@@ -220,7 +226,7 @@ def build_hier_graph(loaded: LoadedCase, # case with `structural` and `mask` (an
     x_coarse = group_mean(latents.reshape(len(latents), -1), coarse, G)
     cent = group_mean(coords.astype(np.float32), coarse, G).numpy().astype(float)
     e_coarse = knn_edges(cent * scale, cfg.k, cfg.delta_max)
-    first = np.full(G, len(coarse)); np.minimum.at(first, coarse, np.arange(len(coarse)))
+    first = first_member(coarse, G)
 
     # fine level, on the tumour's bounding box only (statistics from the whole brain)
     lo, hi = coords.min(0), coords.max(0) + 1

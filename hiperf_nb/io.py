@@ -349,8 +349,8 @@ def _check_finite(img: Image, what: str, nonfinite: str, patient_id: str) -> np.
     return bad3
 
 def _load_mask(img: Image, what: str, grids: dict, dst_shape, dst_affine, affine_tol_mm: float,
-               mask_labels, patient_id: str) -> np.ndarray:
-    "Validate a mask against the case's grids, binarise it and carry it onto the target grid."
+               mask_labels, patient_id: str) -> tuple[np.ndarray, bool]:
+    "Validate a mask against the case's grids, binarise it and carry it onto the target grid; also say if it was resampled."
     if img.data.ndim != 3:
         raise DataFormatError(f"{img.path}: {what} of patient {patient_id} must be 3D, got shape {img.data.shape}")
     same_shape = {n: aff for n, (shape, aff) in grids.items() if tuple(shape[:3]) == img.data.shape}
@@ -369,8 +369,8 @@ def _load_mask(img: Image, what: str, grids: dict, dst_shape, dst_affine, affine
                                   f"{'...' if len(vals) > 10 else ''}); pass mask_labels to select label values")
         m = img.data == 1
     else: m = np.isin(img.data, mask_labels)
-    if img.data.shape == tuple(dst_shape[:3]) and np.allclose(img.affine, dst_affine, atol=affine_tol_mm): return m
-    return resample_to_grid(m.astype(np.float32), img.affine, dst_shape, dst_affine, order=0) > 0.5
+    if img.data.shape == tuple(dst_shape[:3]) and np.allclose(img.affine, dst_affine, atol=affine_tol_mm): return m, False
+    return resample_to_grid(m.astype(np.float32), img.affine, dst_shape, dst_affine, order=0) > 0.5, True
 
 # %% ../nbs/01_io.ipynb #95948b23
 def load_case(case: Case, # the case to load
@@ -451,9 +451,9 @@ def load_case(case: Case, # the case to load
         if n not in images: continue
         im = images[n]
         _check_finite(im, n, "raise", pid)
-        masks[n] = _load_mask(im, n.replace("_", " "), grids, dst_shape, dst_aff, affine_tol_mm,
-                              mask_labels if n == "tumor_mask" else None, pid)
-        note(n, im, im.data.shape != tuple(dst_shape))
+        masks[n], resampled = _load_mask(im, n.replace("_", " "), grids, dst_shape, dst_aff, affine_tol_mm,
+                                         mask_labels if n == "tumor_mask" else None, pid)
+        note(n, im, resampled)
     mask = masks.get("tumor_mask")
     if mask is not None:
         p = images["tumor_mask"].path

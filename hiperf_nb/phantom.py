@@ -18,7 +18,6 @@ __all__ = ['SITES', 'AIF_PEAK_MM', 'R2V_3T', 'R1', 'HCT', 'TEMPLATE_SPACING_MM',
 import gzip
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +29,7 @@ import scipy.io as sio
 from scipy import ndimage, optimize
 
 # %% ../nbs/02_phantom.ipynb #4c37cde7
-from .core import InputError, DataFormatError, ShapeMismatchError, Config, data_path, progress
+from .core import InputError, DataFormatError, ShapeMismatchError, Config, data_path, progress, atomic_write_bytes
 from .io import Case, LoadedCase, write_manifest, baseline_window, STRUCTURAL_CHANNELS
 
 # %% ../nbs/02_phantom.ipynb #885b13d0
@@ -757,10 +756,8 @@ def save_nifti(data: np.ndarray, # array, written with its own dtype
     if tr_s is not None and np.ndim(data) == 4: hdr["pixdim"][4] = tr_s
     if te_s is not None: hdr["descrip"] = f"hiperf_nb phantom TE={te_s * 1000:g}".encode()
     raw = img.to_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".gz"): raw = gzip.compress(raw, compresslevel=6, mtime=0)
-    tmp = path.with_name(path.name + ".tmp"); tmp.write_bytes(raw); os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, raw)
 
 # %% ../nbs/02_phantom.ipynb #009ed5bc
 def write_phantom_case(pc: PhantomCase, # a simulated case

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['VQVAEConfig', 'VectorQuantizer', 'ResBlock1d', 'TICEncoder', 'TICDecoder', 'VQVAE', 'TICBank', 'codebook_stats',
-           'train_vqvae', 'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases']
+__all__ = ['VQVAEConfig', 'VectorQuantizer', 'ResBlock1d', 'TICEncoder', 'TICDecoder', 'to_time_grid', 'VQVAE', 'TICBank',
+           'codebook_stats', 'train_vqvae', 'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases']
 
 # %% ../nbs/03_vqvae.ipynb #9640dbcc
 import warnings
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -23,7 +24,7 @@ from torch import nn, Tensor
 
 # %% ../nbs/03_vqvae.ipynb #6c650346
 from .core import (Config, HiperfError, HiperfWarning, InputError, DataFormatError, MissingFileError,
-                            seed_everything, get_device, progress)
+                            seed_everything, get_device, progress, atomic_write_bytes)
 from .io import Case, LoadedCase, load_case, extract_tics, resample_time, normalize_tics
 
 # %% ../nbs/03_vqvae.ipynb #b1b0dab1
@@ -133,6 +134,18 @@ class TICDecoder(nn.Module):
         return y if y.shape[1] == T else F.interpolate(y[:, None], size=T, mode="linear", align_corners=True)[:, 0]
 
 # %% ../nbs/03_vqvae.ipynb #4f010519
+def to_time_grid(tics: np.ndarray, # (n, T) curves
+                 tr_s: float | None, # their TR, seconds
+                 target_tr_s: float | None, # common TR; None leaves the curves as they are
+                 norm: str = "zscore" # normalisation re-applied after resampling
+                ) -> np.ndarray:
+    "Curves resampled to `target_tr_s` and re-normalised (unchanged, as float32, when `target_tr_s` is None)."
+    x = np.asarray(tics, np.float32)
+    if target_tr_s is None: return x
+    if tr_s is None: raise InputError("curves are resampled to a common TR: their tr_s is needed")
+    return normalize_tics(resample_time(x, tr_s, target_tr_s=target_tr_s), norm)
+
+# %% ../nbs/03_vqvae.ipynb #16a42e98
 class VQVAE(nn.Module):
     """TIC VQ-VAE of HiPerfGNN (Jang et al., 2026, Sec. 2.1, Eq. 1-2).
 
@@ -162,11 +175,7 @@ class VQVAE(nn.Module):
 
     def prepare(self, tics: np.ndarray, tr_s: float | None = None) -> np.ndarray:
         "Put raw-or-normalised curves (n, T) on the model's time grid (if `resample_tr_s`) as float32."
-        x = np.asarray(tics, np.float32)
-        if self.config.resample_tr_s is not None:
-            if tr_s is None: raise InputError("this VQ-VAE resamples curves to a common TR: pass the curves' tr_s")
-            x = normalize_tics(resample_time(x, tr_s, target_tr_s=self.config.resample_tr_s), self.config.norm)
-        return x
+        return to_time_grid(tics, tr_s, self.config.resample_tr_s, self.config.norm)
 
     @torch.no_grad()
     def encode(self,
@@ -297,13 +306,11 @@ def save_vqvae(model: VQVAE, # trained model
                history: list[dict] | None = None # training history to keep alongside
               ) -> Path:
     "Save a VQ-VAE checkpoint (config + state dict + history), atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    buf = BytesIO()
     torch.save({"kind": "hiperf_nb.VQVAE", "config": model.config.to_dict(),
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "history": history or []}, tmp)
-    tmp.replace(path)
-    return path
+                "history": history or []}, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 def load_vqvae(path: str | Path # checkpoint written by `save_vqvae`
               ) -> VQVAE:
@@ -345,8 +352,7 @@ def tics_from_cases(cases: Sequence[Case], # cases with DSC series and tumour ma
                     warnings.simplefilter("ignore", HiperfWarning)
                     lc = load_case(case, nonfinite="exclude")
                 t, _ = extract_tics(lc.dsc, lc.mask, norm=norm)
-                if resample_tr_s is not None: t = normalize_tics(resample_time(t, lc.tr_s, target_tr_s=resample_tr_s), norm)
-                yield t
+                yield to_time_grid(t, lc.tr_s, resample_tr_s, norm)
             except HiperfError as e:
                 failed[case.patient_id] = str(e)
                 warnings.warn(f"skipping patient {case.patient_id}: {e}", HiperfWarning)
