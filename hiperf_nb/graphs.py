@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['GraphConfig', 'first_member', 'code_keys', 'habitat_components', 'group_mean', 'knn_edges', 'cosine_edge_features',
-           'channel_edge_features', 'supervoxels', 'HierGraph', 'build_hier_graph', 'check_components',
-           'plot_hier_graph', 'file_digest', 'model_digest', 'graph_key', 'build_graphs']
+__all__ = ['TIC_FEATURES', 'GraphConfig', 'first_member', 'code_keys', 'habitat_components', 'group_mean', 'knn_edges',
+           'cosine_edge_features', 'channel_edge_features', 'supervoxels', 'HierGraph', 'perfusion_features',
+           'parcel_graph', 'build_hier_graph', 'check_components', 'plot_hier_graph', 'file_digest', 'model_digest',
+           'graph_key', 'build_graphs']
 
 # %% ../nbs/04_graphs.ipynb #c2bfd20a
 import hashlib
@@ -34,7 +35,7 @@ from torch_geometric.data import HeteroData
 # %% ../nbs/04_graphs.ipynb #e9535814
 from .core import (Config, HiperfError, HiperfWarning, InputError, ShapeMismatchError, DataFormatError,
                             MissingFileError, atomic_write_bytes, atomic_write_text, progress)
-from .io import Case, LoadedCase, load_case, normalize_structural
+from .io import Case, LoadedCase, extract_tics, load_case, normalize_structural, normalize_tics, resample_time
 from .vqvae import VQVAE, encode_case
 
 # %% ../nbs/04_graphs.ipynb #073e623c
@@ -188,6 +189,54 @@ class HierGraph(HeteroData):
         if not isinstance(d, dict) or d.get("kind") != "hiperf_nb.HierGraph": raise DataFormatError(f"{path}: not a hiperf_nb HierGraph")
         return cls.from_dict(d["data"])
 
+# %% ../nbs/04_graphs.ipynb #0a5c672a
+TIC_FEATURES = ("rcbv_mean", "rcbv_p90", "psr_mean", "peak_drop_mean", "ttp_s_mean", "volume_ml")
+
+def _delta_r2s_area(ratio: np.ndarray, tr_s: float, te_s: float) -> np.ndarray:
+    "Area under -ln(S/S0)/TE of each curve (n, T) -> (n,), a relative CBV."
+    return np.trapezoid(-np.log(np.clip(ratio, 1e-3, None)) / te_s, dx=tr_s, axis=1)
+
+def perfusion_features(loaded: LoadedCase, # case with `dsc`, `mask`, `tr_s` (and `te_s`, `brain_mask` when known)
+                       max_reference: int = 20000, # brain voxels sampled for the rCBV reference
+                       seed: int = 0 # reference-sampling seed
+                      ) -> np.ndarray:
+    "Plain perfusion statistics of the tumour, `TIC_FEATURES` order, (6,) float32."
+    pid = loaded.patient_id
+    if loaded.dsc is None or loaded.mask is None: raise InputError(f"patient {pid}: perfusion features need a DSC series and a tumour mask")
+    if loaded.tr_s is None: raise InputError(f"patient {pid}: perfusion features need the DSC repetition time")
+    te = loaded.te_s or 0.03
+    ratio, _ = extract_tics(loaded.dsc, loaded.mask, norm="baseline")
+    ref_mask = (loaded.brain_mask if loaded.brain_mask is not None else loaded.dsc[..., 0] > 0.1 * loaded.dsc[..., 0].max()) & ~loaded.mask
+    if loaded.invalid is not None: ref_mask = ref_mask & ~loaded.invalid
+    ref = np.argwhere(ref_mask)
+    if len(ref) == 0: raise DataFormatError(f"patient {pid}: no brain voxels outside the tumour for the rCBV reference")
+    ref = ref[np.random.default_rng(seed).permutation(len(ref))[:max_reference]]
+    ref_ratio = normalize_tics(loaded.dsc[tuple(ref.T)].astype(np.float32), "baseline")
+    cbv, cbv_ref = _delta_r2s_area(ratio, loaded.tr_s, te), _delta_r2s_area(ref_ratio, loaded.tr_s, te)
+    rcbv = cbv / max(float(np.median(cbv_ref)), 1e-6)
+    tail = max(1, ratio.shape[1] // 10)
+    psr = ratio[:, -tail:].mean(1)
+    feats = [rcbv.mean(), np.percentile(rcbv, 90), psr.mean(), (1 - ratio.min(1)).mean(),
+             (ratio.argmin(1) * loaded.tr_s).mean(), loaded.mask.sum() * np.prod(loaded.spacing_mm) / 1000]
+    return np.asarray(feats, np.float32)
+
+def parcel_graph(loaded: LoadedCase, # case with `dsc` and `mask`
+                 grid: int = 3, # cells per axis of the tumour's bounding box
+                 n_frames: int = 48 # points each mean curve is resampled to
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "PerfGAT-style fixed-region graph: node curves (P, n_frames), cell centres (P, 3) in voxels, edges (2, E)."
+    ratio, coords = extract_tics(loaded.dsc, loaded.mask, norm="baseline")
+    lo, hi = coords.min(0), coords.max(0) + 1
+    cell = np.minimum(((coords - lo) * grid) // np.maximum(hi - lo, 1), grid - 1)
+    flat = np.ravel_multi_index(cell.T, (grid,) * 3)
+    used, node = np.unique(flat, return_inverse=True)
+    x = group_mean(resample_time(ratio - 1, 1.0, target_T=n_frames), node, len(used))
+    pos = group_mean(coords.astype(np.float32), node, len(used))
+    c = np.stack(np.unravel_index(used, (grid,) * 3), 1)
+    d = np.abs(c[:, None] - c[None]).max(-1)
+    src, dst = np.nonzero((d == 1))
+    return x, pos, torch.as_tensor(np.stack([src, dst]), dtype=torch.long)
+
 # %% ../nbs/04_graphs.ipynb #11f50995
 def build_hier_graph(loaded: LoadedCase, # case with `structural` and `mask` (and `spacing_mm`, `affine`)
                      codes: np.ndarray, # (n, N) VQ-VAE codes of the tumour voxels
@@ -258,6 +307,12 @@ def build_hier_graph(loaded: LoadedCase, # case with `structural` and `mask` (an
     g.affine = torch.as_tensor(loaded.affine, dtype=torch.float64)[None]
     g.shape = torch.as_tensor(shape, dtype=torch.long)[None]
     g.patient_id = pid
+    g["fine"].perf = group_mean(latents.reshape(len(latents), -1), fine, F_)
+    if loaded.dsc is not None and loaded.tr_s is not None:
+        px, ppos, pe = parcel_graph(loaded)
+        g["parcel"].x, g["parcel"].pos = px, ppos
+        g["parcel", "near", "parcel"].edge_index = pe
+        g.tic_features = torch.as_tensor(perfusion_features(loaded))[None]
     for name, v in (labels if labels is not None else loaded.labels).items():
         if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool): g[f"y_{name}"] = torch.tensor([float(v)])
     return g
@@ -337,7 +392,7 @@ def graph_key(case: Case, config: GraphConfig, model_hash: str) -> str:
     for n, p in case.paths().items():
         if not p.exists(): raise MissingFileError(f"{p}: {n} file of patient {case.patient_id} not found")
     parts = {"files": {n: file_digest(p) for n, p in sorted(case.paths().items())}, "tr_s": case.tr_s,
-             "labels": case.labels, "config": config.to_dict(), "model": model_hash, "version": 1}
+             "labels": case.labels, "config": config.to_dict(), "model": model_hash, "version": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 def _build_one(case: Case, model: VQVAE, out_dir: Path, config: GraphConfig, model_hash: str, force: bool, threads: int) -> dict:
