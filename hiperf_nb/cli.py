@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['format_case_summary', 'image_summary', 'cmd_info', 'cmd_phantom', 'cmd_train_vqvae', 'cmd_build_graphs',
-           'build_parser', 'main']
+           'cmd_train_hgnn', 'cmd_predict', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #97eb7329
 import argparse
@@ -21,11 +21,12 @@ import numpy as np
 
 # %% ../nbs/11_cli.ipynb #f737b23d
 import hiperf_nb
-from .core import HiperfError, HiperfWarning, InputError
+from .core import HiperfError, HiperfWarning, InputError, atomic_write_text
 from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, IMAGE_EXTENSIONS
 from .vqvae import VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
 from .graphs import GraphConfig, build_graphs
 from .phantom import simulate_cohort
+from .train import BENCH_MODELS, TASKS, TrainConfig, load_splits, plot_roc, predict_graphs, run_benchmark
 
 # %% ../nbs/11_cli.ipynb #938410af
 def _fmt(v, unit="", nd=2):
@@ -130,6 +131,38 @@ def cmd_build_graphs(args) -> int:
           + (f"median {ok.n_coarse.median():.0f} habitats and {ok.n_fine.median():.0f} supervoxels per case" if len(ok) else "no graphs"))
     return 1 if counts.get("failed", 0) else 0
 
+# %% ../nbs/11_cli.ipynb #8a8c9ae3
+def _csv_list(text: str, choices: tuple, what: str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in choices]
+    if bad or not items: raise InputError(f"{what} must be a comma-separated list of {', '.join(choices)}; got {text!r}")
+    return items
+
+def cmd_train_hgnn(args) -> int:
+    "Train and evaluate HiPerfGNN (and the chosen ablations/baselines) on a folder of graphs."
+    tasks = _csv_list(args.task, tuple(TASKS), "--task")
+    models = _csv_list(args.models, BENCH_MODELS, "--models")
+    splits = load_splits(args.splits) if args.splits else None
+    cfg = TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device)
+    res = run_benchmark(args.graphs, args.out, tasks, models, external_dir=args.external, splits=splits, config=cfg,
+                        n_boot=args.n_boot, seed=args.seed)
+    out = Path(args.out)
+    for t in tasks:
+        if t != "grade": plot_roc(out, t).savefig(out / f"roc_{t}.png", dpi=120)
+    print((out / "results.md").read_text(), end="")
+    print(f"{out}: models, predictions and results written", file=sys.stderr)
+    return 0
+
+def cmd_predict(args) -> int:
+    "Write per-patient probabilities of a saved model on a folder of graphs as CSV."
+    df = predict_graphs(args.model, args.graphs, device=args.device)
+    text = df.to_csv(index=False)
+    if args.out in (None, "-"): sys.stdout.write(text)
+    else:
+        atomic_write_text(args.out, text)
+        print(f"{args.out}: {len(df)} patient(s)", file=sys.stderr)
+    return 0
+
 # %% ../nbs/11_cli.ipynb #41ee38e3
 def build_parser() -> argparse.ArgumentParser:
     "The `hiperf` argument parser with all sub-commands."
@@ -183,6 +216,30 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--delta-unit", choices=("voxels", "mm"), default="voxels")
     bg.add_argument("--supervoxel-voxels", type=int, default=125, help="target SLIC supervoxel size")
     bg.set_defaults(func=cmd_build_graphs)
+    th = sub.add_parser("train-hgnn", help="train and evaluate HiPerfGNN (and ablations/baselines) on graphs",
+                        description="Train HiPerfGNN and the chosen ablations and baselines with stratified patient splits, "
+                        "early stopping and validation-chosen thresholds; write checkpoints, predictions and results with bootstrap CIs.")
+    th.add_argument("graphs", help="graph folder from build-graphs (with graphs.csv)")
+    th.add_argument("--out", required=True, metavar="DIR", help="output folder (re-running skips finished models)")
+    th.add_argument("--task", default="idh", help=f"comma-separated tasks: {', '.join(TASKS)} (default idh)")
+    th.add_argument("--models", default="full", help=f"comma-separated models: {', '.join(BENCH_MODELS)} (default full = HiPerfGNN)")
+    th.add_argument("--external", metavar="GRAPHS", default=None, help="external-site graph folder, evaluated for IDH only")
+    th.add_argument("--splits", metavar="CSV", default=None, help="patient_id,split table (default: stratified 80/10/10, saved)")
+    th.add_argument("--epochs", type=int, default=30)
+    th.add_argument("--patience", type=int, default=10)
+    th.add_argument("--lr", type=float, default=1e-3)
+    th.add_argument("--batch-size", type=int, default=16)
+    th.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    th.add_argument("--seed", type=int, default=0)
+    th.add_argument("--device", default="auto")
+    th.set_defaults(func=cmd_train_hgnn)
+    pr = sub.add_parser("predict", help="per-patient probabilities of a trained model (CSV)",
+                        description="Apply a saved HiPerfGNN/baseline checkpoint to a folder of graphs; labels are not needed.")
+    pr.add_argument("graphs", help="graph folder from build-graphs")
+    pr.add_argument("--model", required=True, help="best.pt from train-hgnn")
+    pr.add_argument("--out", default=None, help="CSV to write (default: stdout)")
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 def main(argv: list[str] | None = None # arguments (default: sys.argv[1:])

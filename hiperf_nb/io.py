@@ -622,14 +622,15 @@ def case_from_dir(folder: str | Path, # folder with dsc/t1/t1ce/t2/flair/tumor_m
                          f"with extension {', '.join(IMAGE_EXTENSIONS)} (or pass a manifest CSV)")
     return Case(patient_id or folder.name, **paths)
 
-def find_cases(path: str | Path # manifest CSV, case folder, or a folder of case folders
+def find_cases(path: str | Path # manifest CSV, cohort folder with manifest.csv, case folder, or a folder of case folders
               ) -> list[Case]:
-    "Cases from a manifest, a case folder, or a folder whose sub-folders are case folders."
+    "Cases from a manifest, a cohort folder with a manifest.csv, a case folder, or a folder whose sub-folders are case folders."
     path = Path(path)
     if not path.exists(): raise MissingFileError(f"{path}: not found")
     if path.is_file():
         if path.suffix.lower() in (".csv", ".tsv"): return read_manifest(path)
         raise InputError(f"{path}: expected a manifest .csv or a case folder")
+    if (path / "manifest.csv").is_file(): return read_manifest(path / "manifest.csv")  # a cohort folder (labels live in its manifest)
     try: return [case_from_dir(path)]
     except InputError:
         subs = [d for d in sorted(path.iterdir()) if d.is_dir()]
