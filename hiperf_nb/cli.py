@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['format_case_summary', 'image_summary', 'cmd_info', 'cmd_phantom', 'cmd_train_vqvae', 'cmd_build_graphs',
-           'cmd_train_hgnn', 'cmd_predict', 'build_parser', 'main']
+           'cmd_train_hgnn', 'cmd_predict', 'cmd_lunar', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #97eb7329
 import argparse
@@ -27,6 +27,8 @@ from .vqvae import VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_c
 from .graphs import GraphConfig, build_graphs
 from .phantom import simulate_cohort
 from .train import BENCH_MODELS, TASKS, TrainConfig, load_splits, plot_roc, predict_graphs, run_benchmark
+from .demo import run_demo
+from .explain import run_lunar
 
 # %% ../nbs/11_cli.ipynb #938410af
 def _fmt(v, unit="", nd=2):
@@ -144,7 +146,7 @@ def cmd_train_hgnn(args) -> int:
     models = _csv_list(args.models, BENCH_MODELS, "--models")
     splits = load_splits(args.splits) if args.splits else None
     cfg = TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device)
-    res = run_benchmark(args.graphs, args.out, tasks, models, external_dir=args.external, splits=splits, config=cfg,
+    run_benchmark(args.graphs, args.out, tasks, models, external_dir=args.external, splits=splits, config=cfg,
                         n_boot=args.n_boot, seed=args.seed)
     out = Path(args.out)
     for t in tasks:
@@ -161,6 +163,21 @@ def cmd_predict(args) -> int:
     else:
         atomic_write_text(args.out, text)
         print(f"{args.out}: {len(df)} patient(s)", file=sys.stderr)
+    return 0
+
+# %% ../nbs/11_cli.ipynb #74bd97c5
+def cmd_lunar(args) -> int:
+    "Train and evaluate LUNAR and its baselines on real TCGA data; write tables and figures."
+    run_lunar(data_dir=args.data, out_dir=args.out, quick=args.quick, seed=args.seed)
+    out = Path(args.out)
+    for md in sorted(out.glob("lunar_*.md")): print(md.read_text())
+    print(f"{out}: tables, figures and metrics.json written", file=sys.stderr)
+    return 0
+
+def cmd_demo(args) -> int:
+    "Run the end-to-end demo and print where the report is."
+    report = run_demo(args.out, quick=args.quick, force=args.force, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    print(report)
     return 0
 
 # %% ../nbs/11_cli.ipynb #41ee38e3
@@ -240,6 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default=None, help="CSV to write (default: stdout)")
     pr.add_argument("--device", default="cpu")
     pr.set_defaults(func=cmd_predict)
+    lu = sub.add_parser("lunar", help="LUNAR recurrence prediction on real TCGA data (benchmark, SHAP)",
+                        description="Train and evaluate LUNAR (default and published variants, ablations) and the baselines on the "
+                        "bundled real TCGA data; write tables with bootstrap CIs next to the published numbers, figures and metrics.json.")
+    lu.add_argument("--data", default=None, metavar="DIR", help="data folder with tcga_glioma/, lunar_reference/, hgnc/ (default: bundled)")
+    lu.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    lu.add_argument("--quick", action="store_true", help="one seed, no cross-validation (about a minute)")
+    lu.add_argument("--seed", type=int, default=0)
+    lu.set_defaults(func=cmd_lunar)
+    de = sub.add_parser("demo", help="run both systems end to end and write report.html",
+                        description="Phantom MRI cohorts -> VQ-VAE -> graphs -> HiPerfGNN + ablations (IDH, internal and external) -> "
+                        "saliency; real TCGA -> LUNAR + baselines -> SHAP; one HTML report. Resumable.")
+    de.add_argument("--quick", action="store_true", help="small cohorts and few epochs (a few minutes on 2 cores)")
+    de.add_argument("--out", default=None, metavar="DIR", help="demo folder (default: resume the newest matching runs/demo-*, else a new one)")
+    de.add_argument("--force", action="store_true", help="start again instead of resuming")
+    de.add_argument("--seed", type=int, default=0)
+    de.set_defaults(func=cmd_demo)
     return p
 
 def main(argv: list[str] | None = None # arguments (default: sys.argv[1:])

@@ -11,7 +11,6 @@ __all__ = ['SALIENCY_METHODS', 'DEFAULT_SIGMA_MM', 'node_saliency', 'voxel_spaci
            'rim_ratio_summary', 'cohort_saliency']
 
 # %% ../nbs/07_saliency.ipynb #c66c0b1c
-import importlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -29,9 +28,9 @@ from torch_geometric.data import Batch
 from .core import (AffineMismatchError, DataFormatError, InputError, ManifestError, MissingFileError,
                             NonFiniteError, ShapeMismatchError, UnsupportedFormatError, progress)
 from .graphs import HierGraph
-from .hgnn import HGNN, PerfGAT
 from .io import LoadedCase, read_manifest
 from .phantom import HABITATS, save_nifti
+from .train import load_model
 
 # %% ../nbs/07_saliency.ipynb #bdfcf236
 SALIENCY_METHODS = ("grad", "contrastive", "grad_x_input")
@@ -354,28 +353,6 @@ def rim_ratio_summary(table: pd.DataFrame, # from `saliency_table`
     return pd.DataFrame(rows).set_index(["statistic", "missing"])
 
 # %% ../nbs/07_saliency.ipynb #d3ed2eb1
-def _load_checkpoint(path: Path) -> torch.nn.Module:
-    "A model from a checkpoint: `hiperf_nb.train.load_model` if available, else a dict with hparams + state_dict."
-    if not path.exists(): raise MissingFileError(f"{path}: model checkpoint not found")
-    loader = getattr(importlib.import_module("hiperf_nb.train"), "load_model", None)
-    if loader is not None:
-        m = loader(path)
-        return (m[0] if isinstance(m, tuple) else m).eval()
-    try: ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise DataFormatError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    ck = ck.get("model", ck) if isinstance(ck, dict) else ck
-    if not isinstance(ck, dict) or "hparams" not in ck or "state_dict" not in ck:
-        raise DataFormatError(f"{path}: expected a checkpoint dict with 'hparams' and 'state_dict'")
-    hp = dict(ck["hparams"])
-    if "coarse_channels" in hp:
-        for k in ("deg_coarse", "deg_fine"):
-            if hp.get(k) is not None: hp[k] = torch.as_tensor(hp[k], dtype=torch.long)
-        model = HGNN(**hp)
-    elif "in_channels" in hp: model = PerfGAT(**hp)  # its hparams: in_channels, out_channels, ...
-    else: raise DataFormatError(f"{path}: hparams describe neither an HGNN nor a PerfGAT ({sorted(hp)})")
-    model.load_state_dict(ck["state_dict"], strict=True)
-    return model.eval()
-
 def cohort_saliency(model: torch.nn.Module | str | Path, # trained model, or its checkpoint file
                     graph_dir: str | Path, # folder of <patient_id>.pt graphs (`build_graphs`)
                     manifest: str | Path, # case manifest of the patients to analyse (labels, case folders)
@@ -387,7 +364,7 @@ def cohort_saliency(model: torch.nn.Module | str | Path, # trained model, or its
                     **kwargs # passed to `saliency_table`: target, task, level, method, sigma_mm, normalize, restrict
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Per-case habitat saliency table and the enhancing-rim ratios (`rim_ratio_summary`) of a cohort's test cases."
-    model = _load_checkpoint(Path(model)) if isinstance(model, (str, Path)) else model.eval()
+    model = load_model(model)[0] if isinstance(model, (str, Path)) else model.eval()
     cases = read_manifest(manifest)
     if patients is not None:
         known = {c.patient_id for c in cases}
