@@ -1,12 +1,13 @@
 # The two commands of the README. Each does all the set-up it needs.
-#   make demo   the main job
+#   make demo   the main job: `hiperf demo --quick` (both systems end to end, report.html; a few minutes)
+#               `make demo-full` runs the full demo (at most 30 minutes on 2 CPU cores)
 #   make test   the test suite (pytest: every notebook as a test + integration and bad-input tests)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hiperf-installed
 
-.PHONY: install demo test readme clean
+.PHONY: install demo demo-full test readme docs clean
 
 install: $(STAMP)
 
@@ -19,8 +20,10 @@ $(STAMP): setup.py settings.ini
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/hiperf --help
-	$(BIN)/hiperf info data/mri/TCGA-FG-6692.csv
+	$(BIN)/hiperf demo --quick
+
+demo-full: install
+	$(BIN)/hiperf demo
 
 test: install
 	$(BIN)/python -m pytest -n 2 tests
@@ -30,3 +33,9 @@ clean:
 
 readme: install
 	$(BIN)/python scripts/build_readme.py
+
+# The docs site, offline (no Quarto needed): every notebook executed (with nbdev_test's smaller workloads, IN_TEST=1),
+# processed by nbdev, rendered to _docs/; scripts/check_docs.py checks it in headless Chromium.
+# Where Quarto is installed, `nbdev_docs` renders the Quarto site from the same _quarto.yml.
+docs: install
+	$(BIN)/python scripts/build_docs.py --quick
