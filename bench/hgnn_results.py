@@ -14,7 +14,8 @@ os.environ.setdefault("HIPERF_PROGRESS", "0")
 import json
 
 
-from hiperf_nb.train import BENCH_MODELS, PAPER_IDH_AUC, TrainConfig, markdown_table, paper_table, plot_roc, run_benchmark
+from hiperf_nb.train import (BENCH_MODELS, PAPER_IDH_AUC, TrainConfig, load_splits, markdown_table, paper_table, plot_roc,
+                             run_benchmark)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -23,12 +24,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("demo")
     ap.add_argument("--tasks", default="idh,codel,grade")
+    ap.add_argument("--out", default=None, help="benchmark folder (default DEMO/hgnn; the demo's splits are used either way)")
     a = ap.parse_args()
     demo = Path(a.demo)
     cfg = json.loads((demo / "demo.json").read_text())["config"]
     tc = TrainConfig(epochs=cfg["hgnn_epochs"], patience=cfg["patience"], seed=cfg["seed"], device="cpu")
-    res = run_benchmark(demo / "graphs" / "internal", demo / "hgnn", a.tasks.split(","), BENCH_MODELS,
-                        external_dir=demo / "graphs" / "external", config=tc, n_boot=cfg["n_boot"], seed=cfg["seed"])
+    out = Path(a.out) if a.out else demo / "hgnn"
+    res = run_benchmark(demo / "graphs" / "internal", out, a.tasks.split(","), BENCH_MODELS, external_dir=demo / "graphs" / "external",
+                        splits=load_splits(demo / "hgnn" / "splits.csv"), config=tc, n_boot=cfg["n_boot"], seed=cfg["seed"])
     RESULTS.mkdir(exist_ok=True)
     res.to_csv(RESULTS / "hgnn_results.csv", index=False)
     auc = res[res.metric == "auroc"].pivot_table(index="model", columns=["task", "dataset"], values="value").reindex(BENCH_MODELS)
@@ -46,7 +49,7 @@ def main():
     (RESULTS / "hgnn_results.md").write_text(text)
     for t in a.tasks.split(","):
         if t == "grade": continue
-        fig = plot_roc(demo / "hgnn", t, ("test", "external") if t == "idh" else ("test",))
+        fig = plot_roc(out, t, ("test", "external") if t == "idh" else ("test",))
         fig.savefig(RESULTS / f"hgnn_roc_{t}.png", dpi=110, bbox_inches="tight")
     print(text)
 
