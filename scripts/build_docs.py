@@ -98,7 +98,7 @@ def site_pages(nbs: list[Path]) -> list[dict]:
 
 
 def tst_flags() -> set[str]:
-    "Cell flags that are never executed (settings.ini `tst_flags`, e.g. `slow|gpu`)."
+    "Cell flags that are never executed (settings.ini `tst_flags`, e.g. `slow gpu`)."
     from nbdev.config import get_config
     return {f for f in re.split(r"[|,\s]+", get_config(path=ROOT).get("tst_flags", "")) if f}
 
