@@ -8,8 +8,8 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['HiperfError', 'InputError', 'MissingFileError', 'UnsupportedFormatError', 'ManifestError', 'DataFormatError',
            'ShapeMismatchError', 'AffineMismatchError', 'NonFiniteError', 'HiperfWarning', 'test_raises', 'Config',
-           'RunConfig', 'seed_everything', 'get_device', 'progress_enabled', 'progress', 'atomic_write_bytes',
-           'atomic_write_text', 'data_dir', 'data_path']
+           'RunConfig', 'seed_everything', 'cpu_threads', 'get_device', 'progress_enabled', 'progress',
+           'atomic_write_bytes', 'atomic_write_text', 'data_dir', 'data_path']
 
 # %% ../nbs/00_core.ipynb #ac9e9e0c
 import dataclasses
@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable
+from contextlib import contextmanager
 
 # %% ../nbs/00_core.ipynb #3468db2c
 import numpy as np
@@ -136,6 +137,16 @@ def seed_everything(seed: int = 0 # the one seed for `random`, NumPy, PyTorch (C
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     return np.random.default_rng(seed)
+
+# %% ../nbs/00_core.ipynb #a0a5f7cf
+@contextmanager
+def cpu_threads(n: int | None # PyTorch intra-op CPU threads inside the block; None leaves the setting alone
+               ):
+    "Temporarily set PyTorch's CPU thread count; the previous count is restored on exit."
+    old = torch.get_num_threads()
+    if n is not None: torch.set_num_threads(int(n))
+    try: yield
+    finally: torch.set_num_threads(old)
 
 # %% ../nbs/00_core.ipynb #c29614ff
 def get_device(device: str | torch.device = "auto" # "auto" picks CUDA, then Apple MPS, then CPU

@@ -24,7 +24,7 @@ from torch import nn, Tensor
 
 # %% ../nbs/03_vqvae.ipynb #6c650346
 from .core import (Config, HiperfError, HiperfWarning, InputError, DataFormatError, MissingFileError,
-                            seed_everything, get_device, progress, atomic_write_bytes)
+                            seed_everything, get_device, progress, atomic_write_bytes, cpu_threads)
 from .io import Case, LoadedCase, load_case, extract_tics, resample_time, normalize_tics
 
 # %% ../nbs/03_vqvae.ipynb #b1b0dab1
@@ -254,12 +254,17 @@ def train_vqvae(tics_source: TICBank | Iterable[np.ndarray], # a `TICBank` or pe
                 lr: float = 1e-3, # Adam learning rate
                 seed: int = 0, # one seed for initialisation and batch order
                 device: str = "auto", # "auto", "cpu", "cuda" ...
-                show_progress: bool | None = None # progress bar (default: HIPERF_PROGRESS)
+                show_progress: bool | None = None, # progress bar (default: HIPERF_PROGRESS)
+                deterministic: bool = True # on CPU, train on one thread so that `seed` reproduces the model exactly
                ) -> tuple[VQVAE, list[dict]]:
     "Train a TIC VQ-VAE; returns the model (eval mode, on CPU) and the per-epoch history."
+    dev = get_device(device)
+    with cpu_threads(1 if deterministic and dev.type == "cpu" else None):
+        return _train_vqvae(tics_source, config, epochs, batch_size, lr, seed, dev, show_progress)
+
+def _train_vqvae(tics_source, config, epochs, batch_size, lr, seed, dev, show_progress):
     seed_everything(seed)
     bank = tics_source if isinstance(tics_source, TICBank) else TICBank(tics_source, seed=seed)
-    dev = get_device(device)
     model = VQVAE(config).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
