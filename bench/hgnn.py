@@ -73,12 +73,14 @@ def main():
     lines = ["## HiPerfGNN training and inference", "",
              f"`python bench/hgnn.py {a.graphs} --epochs {a.epochs}`: each model trained for {a.epochs} epochs on the "
              f"{rows[0]['n_train']} training patients of the graph folder (IDH, batch 16), then inference on every patient "
-             f"(3 passes, after a warm-up), each model in its own process; {a.threads} CPU threads; {platform.processor() or platform.machine()}, "
+             f"(3 passes, after a warm-up), each model in its own process; training on one thread (the reproducible default of `fit`), "
+             f"inference on {a.threads}; {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}. Peak memory is the process's maximum resident set (includes Python, torch and the loaded graphs).", "",
              "| model | device | parameters | s / epoch | ms / patient (inference) | peak RSS MiB | peak GPU MiB |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {MODEL_LABELS.get(r['model'], r['model'])} | {r['device']} | {r['params']:,} | {r['epoch_s']:.2f} | "
-                     f"{r['infer_ms_per_patient']:.2f} | {r['maxrss_mib']:.0f} | {r.get('gpu_peak_mib', float('nan')):.0f} |")
+                     f"{r['infer_ms_per_patient']:.2f} | {r['maxrss_mib']:.0f} | {r['gpu_peak_mib']:.0f} |" if "gpu_peak_mib" in r else
+                     f"{r['infer_ms_per_patient']:.2f} | {r['maxrss_mib']:.0f} | - |")
     text = "\n".join(lines)
     print(text)
     if not a.no_write: write_section(text)
