@@ -21,7 +21,7 @@ import numpy as np
 
 # %% ../nbs/11_cli.ipynb #f737b23d
 import hiperf_nb
-from .core import HiperfError, HiperfWarning, InputError, atomic_write_text
+from .core import HiperfError, HiperfWarning, InputError, atomic_write_bytes, atomic_write_text, figure_png
 from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, IMAGE_EXTENSIONS
 from .vqvae import VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
 from .graphs import GraphConfig, build_graphs
@@ -150,7 +150,7 @@ def cmd_train_hgnn(args) -> int:
                         n_boot=args.n_boot, seed=args.seed)
     out = Path(args.out)
     for t in tasks:
-        if t != "grade": plot_roc(out, t).savefig(out / f"roc_{t}.png", dpi=120)
+        if t != "grade": atomic_write_bytes(out / f"roc_{t}.png", figure_png(plot_roc(out, t)))
     print((out / "results.md").read_text(), end="")
     print(f"{out}: models, predictions and results written", file=sys.stderr)
     return 0

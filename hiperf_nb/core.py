@@ -9,10 +9,11 @@ from __future__ import annotations
 __all__ = ['HiperfError', 'InputError', 'MissingFileError', 'UnsupportedFormatError', 'ManifestError', 'DataFormatError',
            'ShapeMismatchError', 'AffineMismatchError', 'NonFiniteError', 'HiperfWarning', 'test_raises', 'Config',
            'RunConfig', 'seed_everything', 'cpu_threads', 'get_device', 'progress_enabled', 'progress',
-           'atomic_write_bytes', 'atomic_write_text', 'data_dir', 'data_path']
+           'atomic_write_bytes', 'atomic_write_text', 'to_json', 'figure_png', 'data_dir', 'data_path']
 
 # %% ../nbs/00_core.ipynb #ac9e9e0c
 import dataclasses
+import io
 import importlib.util
 import json
 import os
@@ -25,6 +26,7 @@ from typing import Iterable
 from contextlib import contextmanager
 
 # %% ../nbs/00_core.ipynb #3468db2c
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is absent, then falls back to text bars
@@ -204,6 +206,32 @@ def atomic_write_text(path: str | Path, # destination file
                      ) -> Path:
     "`atomic_write_bytes` for UTF-8 text."
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+# %% ../nbs/00_core.ipynb #28af7a93
+def _plain(o):
+    "`o` with NumPy values, tuples and paths turned into JSON types, non-finite floats into None."
+    if isinstance(o, dict): return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_plain(v) for v in o]
+    if isinstance(o, np.ndarray): return _plain(o.tolist())
+    if isinstance(o, (bool, np.bool_)): return bool(o)
+    if isinstance(o, np.integer): return int(o)
+    if isinstance(o, (float, np.floating)): return float(o) if np.isfinite(o) else None
+    if isinstance(o, Path): return str(o)
+    return o
+
+def to_json(obj, # dicts, lists, numbers, strings, NumPy values, paths
+            indent: int = 1 # JSON indentation
+           ) -> str:
+    "Deterministic JSON text (sorted keys, NaN/inf as null), ending in a newline."
+    return json.dumps(_plain(obj), indent=indent, sort_keys=True) + "\n"
+
+def figure_png(fig: plt.Figure, # a matplotlib figure (closed afterwards)
+               dpi: int = 110 # resolution
+              ) -> bytes:
+    "PNG bytes of a figure, cropped to its content."
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight"); plt.close(fig)
+    return buf.getvalue()
 
 # %% ../nbs/00_core.ipynb #398a9ac0
 def data_dir() -> Path:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['QUICK', 'REPORT_CSS', 'DemoConfig', 'dumps', 'run_stage', 'without_timings', 'markdown_to_html', 'write_report',
+__all__ = ['QUICK', 'REPORT_CSS', 'DemoConfig', 'run_stage', 'without_timings', 'markdown_to_html', 'write_report',
            'find_demo_dir', 'run_demo']
 
 # %% ../nbs/12_demo.ipynb #422a0873
@@ -23,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 
 # %% ../nbs/12_demo.ipynb #4257e696
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import sklearn
@@ -32,7 +31,7 @@ import torch_geometric
 
 # %% ../nbs/12_demo.ipynb #e6212329
 import hiperf_nb
-from .core import Config, HiperfWarning, atomic_write_text, seed_everything
+from .core import Config, HiperfWarning, atomic_write_bytes, atomic_write_text, figure_png, seed_everything, to_json
 from .explain import run_lunar
 from .genomics import PAPER_TABLE1, cohort_summary, compare_tables, tcga_recurrence_cohort
 from .graphs import GraphConfig, HierGraph, build_graphs
@@ -64,22 +63,6 @@ QUICK = DemoConfig(n_internal=80, n_external=40, zoom=3, vq_epochs=2, vq_curves_
                    patience=3, n_boot=200, lunar_quick=True)
 
 # %% ../nbs/12_demo.ipynb #c8e29eaa
-def _json_default(o):
-    if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating,)): return float(o)
-    if isinstance(o, (Path,)): return str(o)
-    if isinstance(o, tuple): return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-def dumps(obj) -> str:
-    "Deterministic JSON (sorted keys, NaN as null) for records and metrics."
-    def clean(o):
-        if isinstance(o, dict): return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)): return [clean(v) for v in o]
-        if isinstance(o, (float, np.floating)) and not np.isfinite(o): return None
-        return o
-    return json.dumps(clean(obj), indent=1, sort_keys=True, default=_json_default) + "\n"
-
 def run_stage(out: Path, # the demo folder
               name: str, # stage name
               options: dict, # what the stage depends on (a changed option re-runs it)
@@ -90,7 +73,7 @@ def run_stage(out: Path, # the demo folder
              ) -> dict:
     "Run a stage unless `stages/<name>.json` records it with the same options; returns its results."
     rec, started = out / "stages" / f"{name}.json", out / "stages" / f"{name}.started.json"
-    opts = json.loads(dumps(options))
+    opts = json.loads(to_json(options))
     if rec.exists() and not force:
         r = json.loads(rec.read_text())
         if r.get("options") == opts:
@@ -98,12 +81,12 @@ def run_stage(out: Path, # the demo folder
             return r["results"]
     if force or (started.exists() and json.loads(started.read_text()) != opts):  # partial work of other options: start clean
         for o in outputs: shutil.rmtree(out / o, ignore_errors=True)
-    atomic_write_text(started, dumps(options))  # an interrupted stage with these options resumes its partial work
+    atomic_write_text(started, to_json(options))  # an interrupted stage with these options resumes its partial work
     log(f"[{name}] running ...")
     t0 = time.perf_counter()
     results = fn()
     sec = time.perf_counter() - t0
-    atomic_write_text(rec, dumps({"options": options, "results": results, "seconds": round(sec, 1)}))
+    atomic_write_text(rec, to_json({"options": options, "results": results, "seconds": round(sec, 1)}))
     log(f"[{name}] finished in {sec:.0f} s")
     return results
 
@@ -143,19 +126,13 @@ def _hgnn(out: Path, cfg: DemoConfig) -> dict:
     tc = TrainConfig(epochs=cfg.hgnn_epochs, patience=cfg.patience, seed=cfg.seed, device="cpu")
     res = run_benchmark(out / "graphs" / "internal", out / "hgnn", ("idh",), cfg.hgnn_models,
                         external_dir=out / "graphs" / "external", config=tc, n_boot=cfg.n_boot, seed=cfg.seed)
-    _save_fig(plot_roc(out / "hgnn", "idh"), out / "figures" / "hgnn_roc_idh.png")
+    atomic_write_bytes(out / "figures" / "hgnn_roc_idh.png", figure_png(plot_roc(out / "hgnn", "idh")))
     metrics = {}
     for (model, ds), g in res.groupby(["model", "dataset"]):
         metrics.setdefault(model, {})[ds] = {m: [round(v, 4), round(lo, 4), round(hi, 4)] for m, v, lo, hi in zip(g.metric, g.value, g.lo, g.hi)}
     seconds = res.groupby("model").train_seconds.first().round(1).to_dict()
     return {"metrics": metrics, "train_seconds": seconds}
 
-def _save_fig(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight"); plt.close(fig)
-    tmp.replace(path)
-    return path
 
 # %% ../nbs/12_demo.ipynb #d3134219
 def _saliency(out: Path, cfg: DemoConfig) -> dict:
@@ -176,7 +153,7 @@ def _saliency(out: Path, cfg: DemoConfig) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", HiperfWarning)
             lc = load_case(cases[pid])
-        _save_fig(plot_saliency(lc, vol), out / "figures" / f"saliency_{grp}.png")
+        atomic_write_bytes(out / "figures" / f"saliency_{grp}.png", figure_png(plot_saliency(lc, vol)))
         examples[grp] = pid
     summary = summary.reset_index()
     return {"n_cases": int(len(table)), "examples": examples,
@@ -309,7 +286,7 @@ def find_demo_dir(root: Path, # where demo folders live (runs/)
     "The newest `demo-*` folder under `root` started with the same options, to resume; None if there is none."
     for d in sorted(root.glob("demo-*"), reverse=True):
         f = d / "demo.json"
-        if f.exists() and json.loads(f.read_text()).get("config") == json.loads(dumps(cfg.to_dict())): return d
+        if f.exists() and json.loads(f.read_text()).get("config") == json.loads(to_json(cfg.to_dict())): return d
     return None
 
 def run_demo(out: str | Path | None = None, # demo folder (default: resume the newest matching runs/demo-*, else a new runs/demo-<timestamp>)
@@ -325,7 +302,7 @@ def run_demo(out: str | Path | None = None, # demo folder (default: resume the n
         root = Path("runs")
         out = (None if force else find_demo_dir(root, cfg)) or root / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "demo.json", dumps({"config": cfg.to_dict()}))
+    atomic_write_text(out / "demo.json", to_json({"config": cfg.to_dict()}))
     log(f"hiperf demo ({'quick' if cfg == QUICK.replace(seed=cfg.seed) else 'full'}) -> {out}")
     seed_everything(cfg.seed)
     results, timings = {}, {}
@@ -343,8 +320,8 @@ def run_demo(out: str | Path | None = None, # demo folder (default: resume the n
     seconds = {k: v for k, v in results["hgnn"].items() if k == "train_seconds"}
     metrics = {"config": cfg.to_dict(), **{k: ({kk: vv for kk, vv in v.items() if kk != "train_seconds"} if isinstance(v, dict) else v)
                                            for k, v in results.items()}}
-    atomic_write_text(out / "metrics.json", dumps(metrics))
-    atomic_write_text(out / "timings.json", dumps({"stages_seconds": timings, **seconds}))
+    atomic_write_text(out / "metrics.json", to_json(metrics))
+    atomic_write_text(out / "timings.json", to_json({"stages_seconds": timings, **seconds}))
     report = write_report(out, cfg, results, timings)
     log(f"report: {report}")
     return report

@@ -24,16 +24,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-import matplotlib
 import matplotlib.pyplot as plt
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 # %% ../nbs/10_explain.ipynb #9bec136c
-from .core import (DataFormatError, InputError, MissingFileError, ShapeMismatchError, atomic_write_bytes,
-                            atomic_write_text, data_path, seed_everything)
-from .lunar import (LUNAR, MODALITIES, MODELS, BenchmarkOptions, LunarConfig, ModalityTensors, cv_table,
+from .core import (InputError, MissingFileError, ShapeMismatchError, atomic_write_bytes,
+                            atomic_write_text, data_path, figure_png, seed_everything, to_json)
+from .lunar import (LUNAR, MODALITIES, MODELS, BenchmarkOptions, ModalityTensors, cv_table,
                              load_paper_lunar, lunar_benchmark, modality_attention, published_results,
-                             random_paper_inputs, split_table, toy_tensors, train_lunar)
+                             random_paper_inputs, split_table)
 from .train import markdown_table
 
 # %% ../nbs/10_explain.ipynb #91312c7f
@@ -242,11 +241,6 @@ def published_curves(names: Sequence[str] = ("LUNAR",), # published model names
     return {n: {k: d[n][k] for k in ("fpr", "tpr", "prc_rec", "prc_prec")} for n in names if n in d}
 
 # %% ../nbs/10_explain.ipynb #dcbd763a
-def _fig_bytes(fig: plt.Figure) -> bytes:
-    import io
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=130, bbox_inches="tight"); plt.close(fig)
-    return buf.getvalue()
-
 @contextmanager
 def _data_dir(path):
     if path is None:
@@ -262,14 +256,6 @@ def _data_dir(path):
     finally:
         if old is None: os.environ.pop("HIPERF_DATA", None)
         else: os.environ["HIPERF_DATA"] = old
-
-def _jsonable(o):
-    if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating, float)): return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray): return _jsonable(o.tolist())
-    return o
 
 def _metrics_dict(ev: dict) -> dict:
     return {name: {m: {"value": df.loc[m, "value"], "lo": df.loc[m, "lo"], "hi": df.loc[m, "hi"]} for m in df.index}
@@ -320,7 +306,7 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
               f"(paper: 121 of 16,756); mutation: {res['split_data']['train'].dims[2]} genes (paper: 110).\n\n"
               + markdown_table(tab[[c for c in tab.columns if c.split(' ')[-1] in ("auroc", "auprc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1") or c in ("auroc per seed (mean ± sd)", "tp", "fp", "tn", "fn", "threshold (val)")]]) + "\n")
         yt = res["split_data"]["test"].y.numpy()
-        write("lunar_roc_pr.png", data=_fig_bytes(plot_roc_pr({k: r.scores["test"] for k, r in res["split_runs"].items()}, yt,
+        write("lunar_roc_pr.png", data=figure_png(plot_roc_pr({k: r.scores["test"] for k, r in res["split_runs"].items()}, yt,
                                                                published_curves(), "Published TCGA split: 29 test patients")))
         # 2. cross-validation
         cvt = cv_table(res["cv"])
@@ -347,7 +333,7 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
                   f"patients), then external (all target patients) metrics with 95 % bootstrap CIs; thresholds from the source "
                   f"validation set; {opts.n_seeds} seed(s), mean probability.\n\n"
                   + markdown_table(st) + "\n")
-            write("lunar_sites_roc_pr.png", data=_fig_bytes(plot_roc_pr({k: r.scores["target_test"] for k, r in res["site_runs"].items()},
+            write("lunar_sites_roc_pr.png", data=figure_png(plot_roc_pr({k: r.scores["target_test"] for k, r in res["site_runs"].items()},
                                                                          dd["target_test"].y.numpy(), None, "Held-out TCGA-GBM sites (external)")))
         # 4. SHAP and attention on the published split
         data, runs = res["split_data"], res["split_runs"]
@@ -366,7 +352,7 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
                                                   "published": list(ptop.index), "published mean abs SHAP": [f"{v:.4f}" for v in ptop]},
                                                  index=pd.RangeIndex(1, len(top) + 1, name="rank")))]
             write("lunar_shap_importance.md", "\n".join(lines) + "\n")
-            write("lunar_shap_summary.png", data=_fig_bytes(plot_shap_summary(sr)))
+            write("lunar_shap_summary.png", data=figure_png(plot_shap_summary(sr)))
             shap_out = {"additivity_gap": sr.additivity_gap, "modality_importance": mi.to_dict(), "top20": top.to_dict()}
         att = {}
         for name in ("LUNAR", "LUNAR-paper"):  # attention of the first seed's model
@@ -377,7 +363,7 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
         write("lunar_attention.csv", pd.concat(att, names=["model", "patient"]).to_csv())
         asum = attention_summary(att)
         write("lunar_attention.md", "**Per-patient modality attention (LQA weights, heads averaged) on the test patients**\n\n" + markdown_table(asum) + "\n")
-        write("lunar_attention.png", data=_fig_bytes(plot_modality_attention(att)))
+        write("lunar_attention.png", data=figure_png(plot_modality_attention(att)))
         metrics = {"options": res["options"], "config": res["config"], "seconds": time.perf_counter() - t0,
                    "test": _metrics_dict(res["split_metrics"]), "published_tcga": pub.to_dict(orient="index"),
                    "cv": cvt.to_dict(orient="index") if not cvt.empty else {},
@@ -385,5 +371,5 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
                    "sites_source": _metrics_dict(res["site_source_metrics"]) if "site_metrics" in res else {},
                    "train_seconds": {k: r.seconds for k, r in runs.items()}, "shap": shap_out,
                    "attention": asum.reset_index().to_dict(orient="records")}
-        write(metrics_name, json.dumps(_jsonable(metrics), indent=1, sort_keys=True) + "\n")
-    return {"metrics": _jsonable(metrics), "paths": paths, "out_dir": str(out)}
+        write(metrics_name, to_json(metrics))
+    return {"metrics": json.loads(to_json(metrics)), "paths": paths, "out_dir": str(out)}

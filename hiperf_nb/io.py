@@ -7,9 +7,9 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['STRUCTURAL_CHANNELS', 'IMAGE_FIELDS', 'IMAGE_EXTENSIONS', 'MANIFEST_REQUIRED', 'MANIFEST_OPTIONAL', 'TIC_NORMS',
-           'Case', 'read_manifest', 'write_manifest', 'Image', 'image_extension', 'read_image', 'grid_coverage',
-           'resample_to_grid', 'LoadedCase', 'load_case', 'write_test_case', 'baseline_window', 'normalize_tics',
-           'extract_tics', 'resample_time', 'normalize_structural', 'case_from_dir', 'find_cases']
+           'Case', 'read_manifest', 'write_manifest', 'voxel_spacing', 'Image', 'image_extension', 'read_image',
+           'grid_coverage', 'resample_to_grid', 'LoadedCase', 'load_case', 'write_test_case', 'baseline_window',
+           'normalize_tics', 'extract_tics', 'resample_time', 'normalize_structural', 'case_from_dir', 'find_cases']
 
 # %% ../nbs/01_io.ipynb #3884ed74
 import csv
@@ -141,6 +141,14 @@ def write_manifest(cases: Sequence[Case], # cases to write, in order
     atomic_write_text(path, buf.getvalue())
     return path
 
+# %% ../nbs/01_io.ipynb #4d3332e3
+def voxel_spacing(affine: np.ndarray # 4x4 voxel -> world (mm) matrix
+                 ) -> np.ndarray:
+    "Voxel size in mm along each array axis: the lengths of the affine's first three columns (3,)."
+    a = np.asarray(affine, float)
+    if a.shape != (4, 4): raise ShapeMismatchError(f"affine must be 4x4, got shape {a.shape}")
+    return np.linalg.norm(a[:3, :3], axis=0)
+
 # %% ../nbs/01_io.ipynb #d1897fd7
 @dataclass
 class Image:
@@ -154,7 +162,7 @@ class Image:
     @property
     def spacing_mm(self) -> np.ndarray:
         "Voxel size along each array axis, in mm."
-        return np.sqrt((self.affine[:3, :3] ** 2).sum(0))
+        return voxel_spacing(self.affine)
 
     @property
     def orientation(self) -> str:

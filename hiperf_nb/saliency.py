@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SALIENCY_METHODS', 'DEFAULT_SIGMA_MM', 'node_saliency', 'voxel_spacing', 'saliency_volume', 'save_saliency',
-           'bolus_frame', 'plot_saliency', 'region_saliency', 'saliency_table', 'rim_saliency_ratio',
-           'rim_ratio_summary', 'cohort_saliency']
+__all__ = ['SALIENCY_METHODS', 'DEFAULT_SIGMA_MM', 'node_saliency', 'saliency_volume', 'save_saliency', 'bolus_frame',
+           'plot_saliency', 'region_saliency', 'saliency_table', 'rim_saliency_ratio', 'rim_ratio_summary',
+           'cohort_saliency']
 
 # %% ../nbs/07_saliency.ipynb #c66c0b1c
 from pathlib import Path
@@ -28,7 +28,7 @@ from torch_geometric.data import Batch
 from .core import (AffineMismatchError, DataFormatError, InputError, ManifestError, MissingFileError,
                             NonFiniteError, ShapeMismatchError, UnsupportedFormatError, progress)
 from .graphs import HierGraph
-from .io import LoadedCase, read_manifest
+from .io import LoadedCase, read_manifest, voxel_spacing
 from .phantom import HABITATS, save_nifti
 from .train import load_model
 
@@ -90,13 +90,6 @@ def node_saliency(model: torch.nn.Module, # trained HGNN (or any model taking a 
 
 # %% ../nbs/07_saliency.ipynb #e63f8c41
 DEFAULT_SIGMA_MM = 3.0
-
-def voxel_spacing(affine: np.ndarray | Tensor # 4x4 voxel -> world (mm) matrix
-                 ) -> np.ndarray:
-    "Voxel size in mm along each array axis: the lengths of the affine's first three columns (3,)."
-    a = np.asarray(affine, float)
-    if a.shape != (4, 4): raise ShapeMismatchError(f"affine must be 4x4, got shape {a.shape}")
-    return np.linalg.norm(a[:3, :3], axis=0)
 
 def _grid(graph: HierGraph) -> tuple[tuple, np.ndarray, str]:
     "Shape (X, Y, Z), 4x4 affine and patient ID of a single graph."
