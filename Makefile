@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hiperf-installed
 
-.PHONY: install demo demo-full test readme docs clean
+.PHONY: install demo demo-full test readme docs nbs lab clean
 
 install: $(STAMP)
 
@@ -34,8 +34,17 @@ clean:
 readme: install
 	$(BIN)/python scripts/build_readme.py
 
-# The docs site, offline (no Quarto needed): every notebook executed (with nbdev_test's smaller workloads, IN_TEST=1),
-# processed by nbdev, rendered to _docs/; scripts/check_docs.py checks it in headless Chromium.
+# The docs site, offline (no Quarto needed): every notebook, with the outputs committed in it, processed by nbdev
+# and rendered to _docs/; scripts/check_docs.py checks it in headless Chromium.
 # Where Quarto is installed, `nbdev_docs` renders the Quarto site from the same _quarto.yml.
 docs: install
-	$(BIN)/python scripts/build_docs.py --quick
+	$(BIN)/python scripts/build_docs.py
+
+# Re-run every notebook in place so it is committed with its outputs (deterministic: no timings, paths, progress bars).
+nbs: install
+	$(BIN)/python scripts/run_nbs.py
+
+# JupyterLab on the notebooks (part of the dev install); as root (a container) it needs --allow-root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+lab: install
+	$(BIN)/jupyter lab $(LAB_ARGS) nbs

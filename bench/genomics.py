@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hiperf_nb.core import HiperfWarning
-from hiperf_nb.genomics import GenomicPreprocessor, CorrelationPruner
+from hiperf_nb.genomics_prep import GenomicPreprocessor, CorrelationPruner
 
 from _report import write_section
 

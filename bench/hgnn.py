@@ -17,7 +17,8 @@ import time
 os.environ.setdefault("HIPERF_PROGRESS", "0")
 import torch
 
-from hiperf_nb.train import MODEL_LABELS, TrainConfig, fit, load_graph_set, make_model, patient_splits, predict_proba
+from hiperf_nb.train import TrainConfig, fit, load_graph_set, make_model, patient_splits, predict_proba
+from hiperf_nb.hgnn_bench import MODEL_LABELS
 from hiperf_nb.hgnn import HGNN_VARIANTS
 
 from _report import write_section

@@ -14,8 +14,9 @@ os.environ.setdefault("HIPERF_PROGRESS", "0")
 import json
 
 
-from hiperf_nb.train import (BENCH_MODELS, PAPER_IDH_AUC, TrainConfig, load_splits, markdown_table, paper_table, plot_roc,
-                             run_benchmark)
+from hiperf_nb.metrics import markdown_table
+from hiperf_nb.train import TrainConfig, load_splits
+from hiperf_nb.hgnn_bench import BENCH_MODELS, PAPER_IDH_AUC, paper_table, plot_roc, run_benchmark
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

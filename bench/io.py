@@ -45,7 +45,8 @@ def make_case(folder: Path, compressed: bool) -> dict:
 def run_variant(variant: str, dsc: str, mask: str) -> dict:
     "Runs in a child process: time one load + extraction and its peak traced allocation (NumPy arrays included)."
     import tracemalloc
-    from hiperf_nb.io import Case, load_case, extract_tics
+    from hiperf_nb.io import Case, load_case
+    from hiperf_nb.dsc import extract_tics
     tracemalloc.start()
     t0 = time.perf_counter()
     if variant == "baseline":

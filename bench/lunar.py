@@ -1,6 +1,6 @@
 """Benchmark of LUNAR on the real TCGA data: results tables and the cost of each model on the CPU.
 
-1. Runs `hiperf_nb.explain.run_lunar` (the function behind `hiperf lunar`): every LUNAR variant and baseline
+1. Runs `hiperf_nb.lunar_bench.run_lunar` (the function behind `hiperf lunar`): every LUNAR variant and baseline
    on the published 133/29/29 split (with bootstrap CIs, next to the published numbers), repeated stratified
    5-fold cross-validation on the 203-patient cohort, and the held-out-site (GLASS stand-in) CORAL experiment.
    Tables and figures go to bench/results/lunar_*.{csv,md,png} (and bench/results/lunar_metrics.json).
@@ -30,10 +30,10 @@ import torch
 from hiperf_nb.core import HiperfWarning
 from hiperf_nb.genomics import tcga_dataset
 from threadpoolctl import threadpool_limits
-from hiperf_nb.lunar import (BASELINES, LUNAR_MODELS, BenchmarkOptions, LunarConfig, baseline_model, baseline_scores, fit_baseline,
-                             predict_proba, preprocess, train_lunar)
-from hiperf_nb.explain import run_lunar
-from hiperf_nb.train import markdown_table
+from hiperf_nb.lunar_train import LunarConfig, predict_proba, train_lunar
+from hiperf_nb.lunar_bench import (BASELINES, LUNAR_MODELS, BenchmarkOptions, baseline_model, baseline_scores,
+                                   fit_baseline, preprocess, run_lunar)
+from hiperf_nb.metrics import markdown_table
 
 from _report import write_section
 
@@ -116,7 +116,7 @@ def main():
         lines += [f"`run_lunar` (the function behind `hiperf lunar`) on the real TCGA data took **{m['seconds'] / 60:.1f} min** "
                   f"({o['n_seeds']} LUNAR seed(s), CV {o['cv_folds']}-fold x {o['cv_repeats']} repeats, {o['n_boot']} bootstrap "
                   f"resamples; 2 shared CPU cores, load average 4-7 from other jobs during the run). Tables and figures: "
-                  f"`bench/results/lunar_*`; discussed in `nbs/09_lunar.ipynb` and `nbs/10_explain.ipynb`.", ""]
+                  f"`bench/results/lunar_*`; discussed in `nbs/14_lunar.ipynb` and `nbs/17_explain.ipynb`.", ""]
         for name in ("lunar_test.md", "lunar_cv.md", "lunar_sites.md"):
             p = RESULTS / name
             if p.exists(): lines += [p.read_text().strip(), ""]

@@ -15,7 +15,8 @@ from pathlib import Path
 os.environ.setdefault("HIPERF_PROGRESS", "0")
 import numpy as np  # noqa: E402
 
-from hiperf_nb.phantom import simulate_case, simulate_cohort, write_phantom_case, perfusion_maps  # noqa: E402
+from hiperf_nb.dsc import perfusion_maps
+from hiperf_nb.phantom import simulate_case, simulate_cohort, write_phantom_case  # noqa: E402
 
 from _report import write_section  # noqa: E402
 

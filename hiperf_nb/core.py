@@ -8,8 +8,9 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['HiperfError', 'InputError', 'MissingFileError', 'UnsupportedFormatError', 'ManifestError', 'DataFormatError',
            'ShapeMismatchError', 'AffineMismatchError', 'NonFiniteError', 'HiperfWarning', 'test_raises', 'Config',
-           'RunConfig', 'seed_everything', 'cpu_threads', 'get_device', 'progress_enabled', 'progress',
-           'atomic_write_bytes', 'atomic_write_text', 'to_json', 'figure_png', 'data_dir', 'data_path']
+           'seed_everything', 'cpu_threads', 'eval_mode', 'get_device', 'progress_enabled', 'progress', 'file_mode',
+           'atomic_write_bytes', 'atomic_write_text', 'to_json', 'figure_png', 'save_checkpoint', 'load_checkpoint',
+           'data_dir', 'data_path']
 
 # %% ../nbs/00_core.ipynb #ac9e9e0c
 import dataclasses
@@ -20,9 +21,9 @@ import os
 import random
 import tempfile
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 from contextlib import contextmanager
 
 # %% ../nbs/00_core.ipynb #3468db2c
@@ -115,14 +116,6 @@ class Config:
         except json.JSONDecodeError as e: raise DataFormatError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(d, source=str(path))
 
-# %% ../nbs/00_core.ipynb #cb33cc01
-@dataclass
-class RunConfig(Config):
-    "Options shared by every stage: seed, device and progress display."
-    seed: int = 0 # one seed for Python, NumPy and PyTorch
-    device: str = "auto" # "auto", "cpu", "cuda", "cuda:1", "mps"
-    progress: bool = True # draw progress bars on long work
-
 # %% ../nbs/00_core.ipynb #e2c75350
 def seed_everything(seed: int = 0 # the one seed for `random`, NumPy, PyTorch (CPU and CUDA)
                    ) -> np.random.Generator:
@@ -149,6 +142,16 @@ def cpu_threads(n: int | None # PyTorch intra-op CPU threads inside the block; N
     if n is not None: torch.set_num_threads(int(n))
     try: yield
     finally: torch.set_num_threads(old)
+
+# %% ../nbs/00_core.ipynb #bcb3c599
+@contextmanager
+def eval_mode(model: torch.nn.Module # the model to switch to eval mode inside the block
+             ):
+    "Evaluation mode inside the block; the model's previous train/eval mode afterwards."
+    was = model.training
+    model.eval()
+    try: yield model
+    finally: model.train(was)
 
 # %% ../nbs/00_core.ipynb #c29614ff
 def get_device(device: str | torch.device = "auto" # "auto" picks CUDA, then Apple MPS, then CPU
@@ -186,6 +189,11 @@ def progress(iterable: Iterable, # what to iterate over
     return tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(enabled), dynamic_ncols=True, **kwargs)
 
 # %% ../nbs/00_core.ipynb #1bbfff8c
+def file_mode() -> int:
+    "Permissions of a new file under the current umask (0o644 under umask 022), as `open()` would give it."
+    mask = os.umask(0o022); os.umask(mask)  # the only portable way to read the umask is to set it
+    return 0o666 & ~mask
+
 def atomic_write_bytes(path: str | Path, # destination file
                        data: bytes # full content
                       ) -> Path:
@@ -195,6 +203,7 @@ def atomic_write_bytes(path: str | Path, # destination file
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f: f.write(data)
+        os.chmod(tmp, file_mode())  # mkstemp creates 0600; the result must be readable as the user's umask says
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
@@ -232,6 +241,32 @@ def figure_png(fig: plt.Figure, # a matplotlib figure (closed afterwards)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight"); plt.close(fig)
     return buf.getvalue()
+
+# %% ../nbs/00_core.ipynb #032cadb7
+def save_checkpoint(checkpoint: dict, # tensors, numbers, strings, lists and dicts of them
+                    path: str | Path # destination file (.pt)
+                   ) -> Path:
+    "Write a weights-only-loadable checkpoint atomically."
+    buf = io.BytesIO()
+    torch.save(checkpoint, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
+                    what: str = "checkpoint", # what the file should be, named in errors ("VQ-VAE checkpoint", "graph file" ...)
+                    kind: str | Sequence[str] | None = None, # accepted value(s) of the checkpoint's "kind" entry; None: any dict
+                    keys: Sequence[str] = () # entries the checkpoint must have
+                   ) -> dict:
+    "Read a checkpoint with `torch.load(weights_only=True)` on the CPU; `MissingFileError`/`DataFormatError` name the file."
+    path = Path(path)
+    if not path.exists(): raise MissingFileError(f"{path}: {what} not found")
+    try: ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e: raise DataFormatError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from None
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if not isinstance(ck, dict) or (kinds is not None and ck.get("kind") not in kinds):
+        raise DataFormatError(f"{path}: not a hiperf_nb {what}")
+    missing = [k for k in keys if k not in ck]
+    if missing: raise DataFormatError(f"{path}: not a hiperf_nb {what} (no {missing})")
+    return ck
 
 # %% ../nbs/00_core.ipynb #398a9ac0
 def data_dir() -> Path:

@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['STRUCTURAL_CHANNELS', 'IMAGE_FIELDS', 'IMAGE_EXTENSIONS', 'MANIFEST_REQUIRED', 'MANIFEST_OPTIONAL', 'TIC_NORMS',
+__all__ = ['STRUCTURAL_CHANNELS', 'IMAGE_FIELDS', 'IMAGE_EXTENSIONS', 'MANIFEST_REQUIRED', 'MANIFEST_OPTIONAL', 'HABITATS',
            'Case', 'read_manifest', 'write_manifest', 'voxel_spacing', 'Image', 'image_extension', 'read_image',
-           'grid_coverage', 'resample_to_grid', 'LoadedCase', 'load_case', 'write_test_case', 'baseline_window',
-           'normalize_tics', 'extract_tics', 'resample_time', 'normalize_structural', 'case_from_dir', 'find_cases']
+           'grid_coverage', 'resample_to_grid', 'LoadedCase', 'load_case', 'write_test_case', 'save_nifti',
+           'normalize_structural', 'case_from_dir', 'find_cases']
 
 # %% ../nbs/01_io.ipynb #3884ed74
 import csv
+import gzip
 import json
 from io import StringIO
 import re
@@ -31,7 +32,7 @@ from scipy import ndimage
 # %% ../nbs/01_io.ipynb #3d79aba7
 from .core import (HiperfError, InputError, MissingFileError, UnsupportedFormatError, ManifestError,
                             DataFormatError, ShapeMismatchError, AffineMismatchError, NonFiniteError, HiperfWarning,
-                            atomic_write_text)
+                            atomic_write_bytes, atomic_write_text)
 
 # %% ../nbs/01_io.ipynb #ab80eb66
 STRUCTURAL_CHANNELS = ("t1", "t1ce", "t2", "flair")
@@ -213,6 +214,7 @@ def _nifti_timing(img, path: Path) -> tuple[float | None, float | None]:
         if m: te = float(m.group(1)) / 1000
     return tr, (float(te) if te is not None else None)
 
+# %% ../nbs/01_io.ipynb #46698aa7
 def _nrrd_affine(header: dict, path: Path) -> tuple[np.ndarray, int | None]:
     "RAS affine of an NRRD header and the index of its non-spatial (list/time) axis."
     dirs = header.get("space directions")
@@ -235,6 +237,7 @@ def _nrrd_affine(header: dict, path: Path) -> tuple[np.ndarray, int | None]:
     aff[:3] *= np.asarray(flips[space], float)[:, None]
     return aff, list_axis
 
+# %% ../nbs/01_io.ipynb #601d8cf4
 def read_image(path: str | Path # .nii, .nii.gz, .nrrd or .nhdr file
               ) -> Image:
     "Read a NIfTI or NRRD image with its RAS+ affine and timing, raising `HiperfError`s that name the file."
@@ -380,6 +383,68 @@ def _load_mask(img: Image, what: str, grids: dict, dst_shape, dst_affine, affine
     if img.data.shape == tuple(dst_shape[:3]) and np.allclose(img.affine, dst_affine, atol=affine_tol_mm): return m, False
     return resample_to_grid(m.astype(np.float32), img.affine, dst_shape, dst_affine, order=0) > 0.5, True
 
+# %% ../nbs/01_io.ipynb #77be3cff
+def _check_request(case: Case, target: str, nonfinite: str, require_structural: bool) -> None:
+    "Validate `load_case`'s options against the case, and that every file exists, before reading anything large."
+    pid = case.patient_id
+    if nonfinite not in ("raise", "exclude"): raise InputError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
+    if target not in ("dsc",) + STRUCTURAL_CHANNELS:
+        raise InputError(f"target must be 'dsc' or one of {STRUCTURAL_CHANNELS}, got {target!r}")
+    if getattr(case, target) is None:
+        raise InputError(f"patient {pid}: target grid {target!r} requested but the case has no {target} image")
+    if case.dsc is not None and target != "dsc":
+        raise InputError(f"patient {pid}: a case with a DSC series is loaded on the DSC grid (target='dsc'), not {target!r}")
+    missing = [c for c in STRUCTURAL_CHANNELS if getattr(case, c) is None]
+    if require_structural and missing:
+        raise InputError(f"patient {pid}: structural channel(s) {missing} missing; all of {STRUCTURAL_CHANNELS} are required")
+    for name, p in case.paths().items():
+        image_extension(p)
+        if not p.exists(): raise MissingFileError(f"{p}: {name} file of patient {pid} not found")
+
+def _source(im: Image, resampled: bool) -> dict:
+    "Where a loaded image came from (`LoadedCase.sources`)."
+    return {"path": str(im.path), "shape": list(im.data.shape), "orientation": im.orientation,
+            "spacing_mm": [round(float(s), 4) for s in im.spacing_mm], "resampled": resampled}
+
+def _load_dsc(im: Image, case: Case, nonfinite: str, min_frames: int) -> tuple:
+    "The DSC series as float32 (X, Y, Z, T), its TR and TE, and its map of non-finite voxels (or None)."
+    pid = case.patient_id
+    if im.data.ndim != 4:
+        raise DataFormatError(f"{im.path}: DSC of patient {pid} must be a 4D series (X, Y, Z, T); "
+                              f"got a {im.data.ndim}D image of shape {im.data.shape}")
+    if im.data.shape[3] < min_frames:
+        raise DataFormatError(f"{im.path}: DSC of patient {pid} has T={im.data.shape[3]} frames; a DSC series needs "
+                              f"at least {min_frames} (typical protocols have 45-60)")
+    tr_s = case.tr_s if case.tr_s is not None else im.tr_s
+    if tr_s is None:
+        raise DataFormatError(f"{im.path}: DSC of patient {pid} has no repetition time in its header or sidecar; "
+                              "set tr_s in the case or manifest")
+    invalid = _check_finite(im, "DSC", nonfinite, pid)
+    return im.data.astype(np.float32, copy=False), tr_s, im.te_s, invalid
+
+# %% ../nbs/01_io.ipynb #c715e070
+def _load_structural(images: dict, target: str, dst_shape, dst_aff, nonfinite: str, min_coverage: float,
+                     affine_tol_mm: float, pid: str, sources: dict) -> tuple:
+    "The structural channels on the target grid (X, Y, Z, 4), NaN where absent, and their non-finite voxel map (or None)."
+    structural, invalid = np.zeros(tuple(dst_shape) + (len(STRUCTURAL_CHANNELS),), np.float32), None
+    for i, c in enumerate(STRUCTURAL_CHANNELS):
+        if c not in images: structural[..., i] = np.nan; continue
+        im = images[c]
+        if im.data.ndim != 3:
+            raise DataFormatError(f"{im.path}: {c} of patient {pid} must be a 3D image, got shape {im.data.shape}")
+        bad = _check_finite(im, c, nonfinite, pid)
+        cov = grid_coverage(im.data.shape, im.affine, dst_shape, dst_aff)
+        if cov < min_coverage:
+            raise AffineMismatchError(f"{im.path}: {c} of patient {pid} covers only {cov:.0%} of the {target} grid "
+                                      f"(need {min_coverage:.0%}); its affine does not place it over the same anatomy")
+        same = im.data.shape == tuple(dst_shape) and np.allclose(im.affine, dst_aff, atol=affine_tol_mm)
+        structural[..., i] = im.data if same else resample_to_grid(im.data, im.affine, dst_shape, dst_aff, order=1)
+        if bad is not None:
+            bad_t = bad if same else resample_to_grid(bad.astype(np.float32), im.affine, dst_shape, dst_aff, order=0) > 0.5
+            invalid = bad_t if invalid is None else invalid | bad_t
+        sources[c] = _source(im, not same)
+    return structural, invalid
+
 # %% ../nbs/01_io.ipynb #95948b23
 def load_case(case: Case, # the case to load
               target: str = "dsc", # grid to align on: "dsc" or a structural channel name
@@ -392,68 +457,19 @@ def load_case(case: Case, # the case to load
              ) -> LoadedCase:
     "Read, validate and align a case's images on the `target` grid (see the rules above)."
     pid = case.patient_id
-    if nonfinite not in ("raise", "exclude"): raise InputError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
-    if target not in ("dsc",) + STRUCTURAL_CHANNELS:
-        raise InputError(f"target must be 'dsc' or one of {STRUCTURAL_CHANNELS}, got {target!r}")
-    if getattr(case, target) is None:
-        raise InputError(f"patient {pid}: target grid {target!r} requested but the case has no {target} image")
-    if case.dsc is not None and target != "dsc":
-        raise InputError(f"patient {pid}: a case with a DSC series is loaded on the DSC grid (target='dsc'), not {target!r}")
-    missing = [c for c in STRUCTURAL_CHANNELS if getattr(case, c) is None]
-    if require_structural and missing:
-        raise InputError(f"patient {pid}: structural channel(s) {missing} missing; all of {STRUCTURAL_CHANNELS} are required")
-    for name, p in case.paths().items():  # fail on the first missing file before reading anything large
-        image_extension(p)
-        if not p.exists(): raise MissingFileError(f"{p}: {name} file of patient {pid} not found")
-
+    _check_request(case, target, nonfinite, require_structural)
     images = {n: read_image(p) for n, p in case.paths().items()}
     ref = images[target]
     dst_shape, dst_aff = ref.data.shape[:3], ref.affine
     grids = {n: (im.data.shape, im.affine) for n, im in images.items() if n not in ("tumor_mask", "brain_mask")}
-    sources, invalid = {}, None
-    def note(n, im, resampled):
-        sources[n] = {"path": str(im.path), "shape": list(im.data.shape), "orientation": im.orientation,
-                      "spacing_mm": [round(float(s), 4) for s in im.spacing_mm], "resampled": resampled}
-
-    dsc, tr_s, te_s = None, None, None
+    sources, invalid, dsc, tr_s, te_s, structural = {}, None, None, None, None, None
     if "dsc" in images:
-        im = images["dsc"]
-        if im.data.ndim != 4:
-            raise DataFormatError(f"{im.path}: DSC of patient {pid} must be a 4D series (X, Y, Z, T); "
-                                  f"got a {im.data.ndim}D image of shape {im.data.shape}")
-        if im.data.shape[3] < min_frames:
-            raise DataFormatError(f"{im.path}: DSC of patient {pid} has T={im.data.shape[3]} frames; a DSC series needs "
-                                  f"at least {min_frames} (typical protocols have 45-60)")
-        tr_s = case.tr_s if case.tr_s is not None else im.tr_s
-        if tr_s is None:
-            raise DataFormatError(f"{im.path}: DSC of patient {pid} has no repetition time in its header or sidecar; "
-                                  "set tr_s in the case or manifest")
-        te_s = im.te_s
-        invalid = _check_finite(im, "DSC", nonfinite, pid)
-        dsc = im.data.astype(np.float32, copy=False)
-        note("dsc", im, False)
-
-    structural = None
-    present = [c for c in STRUCTURAL_CHANNELS if c in images]
-    if present:
-        structural = np.zeros(tuple(dst_shape) + (len(STRUCTURAL_CHANNELS),), np.float32)
-        for i, c in enumerate(STRUCTURAL_CHANNELS):
-            if c not in images: structural[..., i] = np.nan; continue
-            im = images[c]
-            if im.data.ndim != 3:
-                raise DataFormatError(f"{im.path}: {c} of patient {pid} must be a 3D image, got shape {im.data.shape}")
-            bad = _check_finite(im, c, nonfinite, pid)
-            cov = grid_coverage(im.data.shape, im.affine, dst_shape, dst_aff)
-            if cov < min_coverage:
-                raise AffineMismatchError(f"{im.path}: {c} of patient {pid} covers only {cov:.0%} of the {target} grid "
-                                          f"(need {min_coverage:.0%}); its affine does not place it over the same anatomy")
-            same = im.data.shape == tuple(dst_shape) and np.allclose(im.affine, dst_aff, atol=affine_tol_mm)
-            structural[..., i] = im.data if same else resample_to_grid(im.data, im.affine, dst_shape, dst_aff, order=1)
-            if bad is not None:
-                bad_t = bad if same else resample_to_grid(bad.astype(np.float32), im.affine, dst_shape, dst_aff, order=0) > 0.5
-                invalid = bad_t if invalid is None else invalid | bad_t
-            note(c, im, not same)
-
+        dsc, tr_s, te_s, invalid = _load_dsc(images["dsc"], case, nonfinite, min_frames)
+        sources["dsc"] = _source(images["dsc"], False)
+    if any(c in images for c in STRUCTURAL_CHANNELS):
+        structural, bad = _load_structural(images, target, dst_shape, dst_aff, nonfinite, min_coverage, affine_tol_mm,
+                                           pid, sources)
+        if bad is not None: invalid = bad if invalid is None else invalid | bad
     masks = {}
     for n in ("tumor_mask", "brain_mask"):
         if n not in images: continue
@@ -461,7 +477,7 @@ def load_case(case: Case, # the case to load
         _check_finite(im, n, "raise", pid)
         masks[n], resampled = _load_mask(im, n.replace("_", " "), grids, dst_shape, dst_aff, affine_tol_mm,
                                          mask_labels if n == "tumor_mask" else None, pid)
-        note(n, im, resampled)
+        sources[n] = _source(im, resampled)
     mask = masks.get("tumor_mask")
     if mask is not None:
         p = images["tumor_mask"].path
@@ -504,85 +520,27 @@ def write_test_case(folder: str | Path, # where to write the NIfTI files
     nib.save(nib.Nifti1Image(tumour.astype(np.uint8), aff), folder / "tumor_mask.nii.gz")
     return Case(patient_id, tumor_mask=folder / "tumor_mask.nii.gz", **paths)
 
-# %% ../nbs/01_io.ipynb #7f31acee
-def baseline_window(curve: np.ndarray, # (T,) mean signal curve
-                    skip: int = 2, # leading frames excluded (not yet at T1 steady state)
-                    k: float = 3.0 # drop, in baseline standard deviations, that marks bolus arrival
-                   ) -> slice:
-    "Pre-bolus frames of a DSC signal curve: from `skip` up to the frame before the signal first drops."
-    curve = np.asarray(curve, float)
-    t_min = int(np.argmin(curve))
-    for t in range(skip + 3, max(t_min, skip + 3)):
-        b = curve[skip:t]
-        if curve[t] < b.mean() - max(k * b.std(), 0.01 * abs(b.mean())): return slice(skip, max(skip + 1, t - 1))
-    return slice(skip, max(skip + 1, t_min // 2))
+# %% ../nbs/01_io.ipynb #23659159
+def save_nifti(data: np.ndarray, # array, written with its own dtype
+               affine: np.ndarray, # 4x4 voxel -> RAS+ mm
+               path, # .nii or .nii.gz destination
+               tr_s: float | None = None, # TR for pixdim[4] of 4D images, s
+               description: str | None = None # header `descrip` (at most 80 characters), e.g. "TE=30" for a DSC series
+              ) -> Path:
+    "Write a NIfTI-1 image byte-reproducibly (gzip mtime 0 for .nii.gz), keeping the array's dtype; TR in the header."
+    path = Path(path)
+    img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, float))
+    hdr = img.header
+    hdr.set_data_dtype(np.asarray(data).dtype); hdr.set_qform(affine, code=1); hdr.set_sform(affine, code=1)
+    hdr.set_xyzt_units("mm", "sec")
+    if tr_s is not None and np.ndim(data) == 4: hdr["pixdim"][4] = tr_s
+    if description is not None: hdr["descrip"] = description.encode()[:80]
+    raw = img.to_bytes()
+    if path.name.endswith(".gz"): raw = gzip.compress(raw, compresslevel=6, mtime=0)
+    return atomic_write_bytes(path, raw)
 
-# %% ../nbs/01_io.ipynb #b8df93e3
-TIC_NORMS = ("zscore", "p995", "baseline", "none")
-
-def normalize_tics(tics: np.ndarray, # (n, T) raw signal curves
-                   norm: str = "zscore", # one of "zscore", "p995", "baseline", "none"
-                   baseline_frames: slice | None = None, # pre-bolus frames for "baseline"; detected when None
-                   eps: float = 1e-6 # guard against division by ~0
-                  ) -> np.ndarray:
-    "Normalise each curve (row) of `tics`; returns float32 (n, T)."
-    if norm not in TIC_NORMS: raise InputError(f"unknown TIC normalisation {norm!r}; use one of {TIC_NORMS}")
-    x = np.asarray(tics, np.float32)
-    if norm == "none": return x.copy()
-    if norm == "zscore":
-        mu = x.mean(1, keepdims=True); sd = x.std(1, keepdims=True)
-        return np.where(sd > eps * np.maximum(np.abs(mu), 1), (x - mu) / np.maximum(sd, eps), 0).astype(np.float32)
-    if norm == "p995": den = np.percentile(x, 99.5, axis=1, keepdims=True)
-    else:
-        win = baseline_frames if baseline_frames is not None else baseline_window(x.mean(0))
-        den = x[:, win].mean(1, keepdims=True)
-    return (x / np.where(np.abs(den) > eps, den, np.inf)).astype(np.float32)
-
-def extract_tics(dsc: np.ndarray, # (X, Y, Z, T) DSC series
-                 mask: np.ndarray, # (X, Y, Z) bool tumour mask
-                 norm: str = "zscore", # "zscore" (paper), "p995" (reference code), "baseline", "none"
-                 baseline_frames: slice | None = None # pre-bolus frames for norm="baseline"
-                ) -> tuple[np.ndarray, np.ndarray]:
-    "Normalised time-intensity curves of the masked voxels: `(tics (n, T) float32, coords (n, 3) int)`."
-    if dsc.ndim != 4: raise ShapeMismatchError(f"dsc must be (X, Y, Z, T), got shape {dsc.shape}")
-    if mask.shape != dsc.shape[:3]:
-        raise ShapeMismatchError(f"mask shape {mask.shape} does not match the DSC grid {dsc.shape[:3]}")
-    mask = np.asarray(mask, bool)
-    if not mask.any(): raise DataFormatError("tumour mask is empty: no curves to extract")
-    coords = np.argwhere(mask)
-    tics = dsc[mask]
-    if tics.dtype != np.float32: tics = tics.astype(np.float32)
-    ok = np.isfinite(tics).all(1)
-    if not ok.all():
-        warnings.warn(f"{int((~ok).sum())} of {len(ok)} tumour voxels have NaN/inf values and are excluded from the TICs", HiperfWarning)
-        tics, coords = tics[ok], coords[ok]
-        if not len(tics): raise NonFiniteError("every tumour voxel has NaN/inf values")
-    return normalize_tics(tics, norm, baseline_frames), coords
-
-# %% ../nbs/01_io.ipynb #67c64fa4
-def resample_time(tics: np.ndarray, # (n, T) curves sampled every `tr_s` seconds
-                  tr_s: float, # source repetition time, seconds
-                  target_tr_s: float | None = None, # new sampling interval, seconds
-                  target_T: int | None = None # new number of frames
-                 ) -> np.ndarray:
-    "Linearly resample curves in time onto a new TR and/or number of frames; returns float32 (n, T')."
-    x = np.asarray(tics, np.float32)
-    if x.ndim == 1: return resample_time(x[None], tr_s, target_tr_s, target_T)[0]
-    if x.ndim != 2: raise ShapeMismatchError(f"tics must be (n, T), got shape {x.shape}")
-    T = x.shape[1]
-    if T < 2: raise DataFormatError(f"cannot resample curves with T={T} frames")
-    if not tr_s > 0: raise InputError(f"tr_s must be positive, got {tr_s}")
-    if target_tr_s is None and target_T is None: raise InputError("give target_tr_s and/or target_T")
-    if target_tr_s is not None and not target_tr_s > 0: raise InputError(f"target_tr_s must be positive, got {target_tr_s}")
-    if target_T is not None and int(target_T) < 2: raise InputError(f"target_T must be at least 2, got {target_T}")
-    duration = (T - 1) * tr_s
-    if target_tr_s is not None and target_T is not None: t = np.arange(int(target_T)) * target_tr_s
-    elif target_tr_s is not None: t = np.arange(0, duration + 1e-9 * tr_s, target_tr_s)
-    else: t = np.linspace(0, duration, int(target_T))
-    pos = t / tr_s
-    i0 = np.clip(np.floor(pos).astype(int), 0, T - 2)
-    w = np.clip(pos - i0, 0, 1).astype(np.float32)
-    return x[:, i0] * (1 - w) + x[:, i0 + 1] * w
+# %% ../nbs/01_io.ipynb #10c14ba2
+HABITATS = {0: "outside_tumour", 1: "enhancing", 2: "necrosis", 3: "non_enhancing", 4: "edema"}
 
 # %% ../nbs/01_io.ipynb #68c32ec0
 def normalize_structural(structural: np.ndarray, # (X, Y, Z, C) structural channels

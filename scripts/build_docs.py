@@ -2,7 +2,8 @@
 
 Every notebook in nbs/ (index first, then in file-name order) is
 
-1. executed with nbconvert's `ExecutePreprocessor`, in working directory `_proc/` (nbdev's processed-notebook
+1. rendered with the outputs committed in it (notebooks are committed with their outputs: `make nbs` re-runs
+   them); with `--execute`, executed again with nbconvert's `ExecutePreprocessor`, in working directory `_proc/` (nbdev's processed-notebook
    folder: it sits beside nbs/, so `../data` resolves the same way, and `proc_nbs` has synced nbs/'s figures and
    styles into it; what notebooks write there stays out of the work tree). Environment: HIPERF_PROGRESS=0, and
    the kernels get matplotlib's inline backend (MPLBACKEND=Agg, used by this process, would drop the figures).
@@ -20,15 +21,15 @@ Every notebook in nbs/ (index first, then in file-name order) is
 Figures come inline (data URIs) or as files copied next to the pages (nbs/figures, figures the notebooks
 wrote, images the markdown references); `styles.css` is copied as well.
 
-Notebooks run their full workloads (the outputs readers should see); `--quick` sets IN_TEST=1 as
-`nbdev_test` does, so notebooks shrink them. A notebook that fails to execute still gets a page (code
+With `--execute`, notebooks run their full workloads; `--quick` sets IN_TEST=1 as `nbdev_test` does, so
+notebooks shrink them. A notebook that fails to execute still gets a page (code
 without outputs, the error on top); the build goes on and exits with status 1 naming it.
 Where Quarto is installed, `nbdev_docs` renders the real Quarto site from the same `_quarto.yml`
 (`--quarto` runs it from here). Run from anywhere:
 
-    python scripts/build_docs.py                  # the whole site into _docs/ (make docs)
-    python scripts/build_docs.py --no-execute     # fast: no cell outputs besides the API sections
-    python scripts/build_docs.py --only index 04_graphs --out /tmp/site
+    python scripts/build_docs.py                  # the whole site into _docs/ from the committed outputs (make docs)
+    python scripts/build_docs.py --execute        # execute every notebook again first
+    python scripts/build_docs.py --only index 06_graphs --out /tmp/site
     python scripts/check_docs.py                  # check the result in headless Chromium
 """
 from __future__ import annotations
@@ -464,7 +465,7 @@ def prune_stale(out: Path, keep: set[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------- driver
 def build_one(nb_path: Path, pages: list[dict], out: Path, work: Path, args, flags: set[str], site: dict) -> dict:
-    """Execute (unless --no-execute), process and render one notebook; return its timings. A notebook that fails
+    """Execute (with --execute), process and render one notebook; return its timings. A notebook that fails
     to execute still gets its page (code without outputs, the error on top); then the `DocsError` is raised."""
     t0, src, slow, error = time.perf_counter(), nb_path, (0, 0.0, ""), None
     if args.execute:
@@ -502,11 +503,12 @@ def parse_args(argv=None):
     "Command-line options."
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "_docs", help="output folder (default: _docs)")
-    ap.add_argument("--no-execute", dest="execute", action="store_false", help="do not execute notebooks (fast, no outputs)")
-    ap.add_argument("--only", nargs="+", metavar="NAME", help="build only these notebooks (e.g. index 04_graphs)")
+    ap.add_argument("--execute", action="store_true",
+                    help="execute every notebook again instead of rendering the outputs committed in it (`make nbs`)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="build only these notebooks (e.g. index 06_graphs)")
     ap.add_argument("--timeout", type=int, default=600, help="seconds a single cell may run (default 600)")
     ap.add_argument("--quick", action="store_true",
-                    help="set IN_TEST=1 in the kernels, as nbdev_test does, so notebooks shrink their workloads")
+                    help="with --execute: set IN_TEST=1 in the kernels, as nbdev_test does, so notebooks shrink their workloads")
     ap.add_argument("--fail-fast", action="store_true", help="stop at the first notebook that fails")
     ap.add_argument("--quarto", action="store_true", help="run `nbdev_docs` (needs Quarto) instead of the offline build")
     return ap.parse_args(argv)

@@ -9,12 +9,14 @@ import pytest
 
 from hiperf_nb.core import HiperfError, InputError, MissingFileError, DataFormatError, HiperfWarning, data_path
 from hiperf_nb.genomics import (MissingColumnsError, read_table, load_tcga_clinical, load_tcga_cdr, load_mutations,
-                                load_expression, load_glass, HGNCMapper, who2021_class, UNCLASSIFIABLE, tcga_patient_table,
-                                tcga_recurrence_cohort, glass_recurrence_cohort, glass_patient_table, idh_concordance,
-                                cohort_summary, compare_tables, PAPER_TABLE1, PAPER_TABLE2, mutation_counts, expression_table,
-                                ComBat, CorrelationPruner, RareFeatureFilter, VarianceFilter, LogTransform, StabilitySelector,
-                                ClinicalEncoder, expression_pipeline, mutation_pipeline, GenomicPreprocessor, fitted_state,
-                                same_state, tcga_dataset, patient_id, correlated_pairs, prune_pairs, training_cutoff, early_label)
+                                load_expression, load_glass, HGNCMapper, who2021_class, UNCLASSIFIABLE,
+                                tcga_patient_table, tcga_recurrence_cohort, glass_recurrence_cohort,
+                                glass_patient_table, idh_concordance, cohort_summary, compare_tables, PAPER_TABLE1,
+                                PAPER_TABLE2, mutation_counts, expression_table, tcga_dataset, patient_id,
+                                training_cutoff, early_label)
+from hiperf_nb.genomics_prep import (ComBat, CorrelationPruner, RareFeatureFilter, VarianceFilter, LogTransform,
+                                     StabilitySelector, ClinicalEncoder, expression_pipeline, mutation_pipeline,
+                                     GenomicPreprocessor, fitted_state, same_state, correlated_pairs, prune_pairs)
 
 warnings.simplefilter("ignore", HiperfWarning)
 

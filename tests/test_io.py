@@ -14,8 +14,8 @@ import pytest
 
 from hiperf_nb.core import (HiperfError, MissingFileError, UnsupportedFormatError, ManifestError, DataFormatError,
                             ShapeMismatchError, AffineMismatchError, NonFiniteError, data_path)
-from hiperf_nb.io import (Case, load_case, read_manifest, write_manifest, extract_tics, write_test_case,
-                          MANIFEST_REQUIRED)
+from hiperf_nb.io import Case, load_case, read_manifest, write_manifest, write_test_case, MANIFEST_REQUIRED
+from hiperf_nb.dsc import extract_tics
 
 NIB_DATA = Path(nibabel.testing.data_path)
 HIPERF = [str(Path(sys.executable).with_name("hiperf"))]  # the installed console script

@@ -1,5 +1,6 @@
 """LUNAR model, CORAL, training, SHAP and the real-data benchmark: acceptance and bad-input tests."""
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -8,15 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-from hiperf_nb.core import (HiperfError, InputError, MissingFileError, DataFormatError, ShapeMismatchError, NonFiniteError,
-                            HiperfWarning, data_path)
+from hiperf_nb.core import (HiperfError, InputError, MissingFileError, DataFormatError, ShapeMismatchError,
+                            NonFiniteError, HiperfWarning, data_dir, data_path)
 from hiperf_nb.core import test_raises as raises_with
-from hiperf_nb.lunar import (LUNAR, ATTENTIONS, MODALITIES, PAPER_DIMS, PAPER_WEIGHTS, BenchmarkOptions, LunarConfig,
-                             ModalityTensors, coral_loss, load_paper_lunar, paper_feature_names, random_paper_inputs,
-                             token_dependence, toy_tensors, train_lunar, predict_proba, save_lunar, load_lunar,
-                             modality_attention, published_results, preprocess, run_models, fit_baseline, baseline_model,
-                             lunar_benchmark, split_table, cv_table, tcga_cv_dataset, gbm_site_split, MODELS)
-from hiperf_nb.explain import shap_values, run_lunar, modality_importance, attention_summary
+from hiperf_nb.lunar import (LUNAR, PaperLUNAR, ATTENTIONS, MODALITIES, PAPER_DIMS, PAPER_WEIGHTS, coral_loss,
+                             load_paper_lunar, make_lunar, paper_feature_names, random_paper_inputs, token_dependence)
+from hiperf_nb.lunar_train import (LunarConfig, ModalityTensors, toy_tensors, train_lunar, predict_proba, save_lunar,
+                                   load_lunar, modality_attention)
+from hiperf_nb.lunar_bench import (BenchmarkOptions, published_results, preprocess, run_models, fit_baseline,
+                                   baseline_model, lunar_benchmark, split_table, cv_table, tcga_cv_dataset,
+                                   gbm_site_split, run_lunar, MODELS)
+from hiperf_nb.explain import shap_values, modality_importance, attention_summary
 from hiperf_nb.genomics import tcga_dataset
 
 warnings.simplefilter("ignore", HiperfWarning)
@@ -37,7 +40,7 @@ def toy_model(toy):
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_paper_variant_loads_published_weights_strictly(attention):
     sd = torch.load(data_path("lunar_reference", "weights", PAPER_WEIGHTS[attention]), map_location="cpu", weights_only=True)
-    m = LUNAR(*PAPER_DIMS, variant="paper", attention=attention)
+    m = PaperLUNAR(*PAPER_DIMS, attention=attention)
     res = m.load_state_dict(sd, strict=True)
     assert not res.missing_keys and not res.unexpected_keys
     assert set(m.state_dict()) == set(sd)
@@ -66,8 +69,8 @@ def test_paper_attention_near_published_medians():
 def test_paper_attention_is_degenerate_default_is_not():
     torch.manual_seed(0)
     xs = (torch.randn(16, 8), torch.randn(16, 6), torch.rand(16, 30))
-    paper = token_dependence(LUNAR(8, 6, 30, variant="paper"), *xs)
-    default = token_dependence(LUNAR(8, 6, 30, variant="default"), *xs)
+    paper = token_dependence(make_lunar(8, 6, 30, variant="paper"), *xs)
+    default = token_dependence(make_lunar(8, 6, 30, variant="default"), *xs)
     for m in MODALITIES:
         assert paper.loc[f"{m} token", f"{m} input"] == 0.0               # published: no token sees its own modality
         own = default.loc[f"{m} token", f"{m} input"]
@@ -75,7 +78,7 @@ def test_paper_attention_is_degenerate_default_is_not():
 
 
 def test_paper_cross_attention_ignores_query():
-    m = LUNAR(8, 6, 30, variant="paper", attention="cross").eval()
+    m = make_lunar(8, 6, 30, variant="paper", attention="cross").eval()
     a, b = torch.randn(5, 64), torch.randn(5, 64)
     with torch.no_grad():
         o1 = m.cross_ce(a, b)[0]; o2 = m.cross_ce(torch.randn(5, 64), b)[0]
@@ -102,7 +105,7 @@ def test_coral_zero_for_identical_covariance_positive_otherwise():
 
 
 def test_gate_penalty_drives_unused_gates_down(toy):
-    cfg = LunarConfig(attention="none", max_epochs=100, patience=1000, gate_weight=0.02, batch_size=16, max_lr=1e-2, base_lr=5e-3)
+    cfg = LunarConfig(attention="none", max_epochs=150, patience=1000, gate_weight=0.02, batch_size=16, max_lr=1e-2, base_lr=5e-3)
     res = train_lunar(toy.subset(range(120)), toy.subset(range(120, 160)), cfg, show_progress=False)
     g = res.model.sel_e.gates().detach().numpy()
     start = 1 / (1 + np.exp(-1))
@@ -114,7 +117,7 @@ def test_gate_penalty_drives_unused_gates_down(toy):
 
 def test_shap_values_sum_to_output_minus_expected_value(toy, toy_model):
     ex, bg = toy.subset(range(120, 128)), toy.subset(range(30))
-    r = shap_values(toy_model, ex, bg, steps=64, max_background=None)  # midpoint quadrature: the gap shrinks ~1/steps
+    r = shap_values(toy_model, ex, bg, steps=128, max_background=None)  # midpoint quadrature: the gap shrinks ~1/steps
     with torch.no_grad():
         f = toy_model(*ex.inputs).numpy()
         ev = toy_model(*bg.inputs).mean().item()
@@ -163,7 +166,7 @@ def test_training_with_coral_target_never_uses_target_labels(toy):
 
 
 def test_every_training_row_every_epoch(toy, monkeypatch):
-    import hiperf_nb.lunar as L
+    import hiperf_nb.lunar_train as L
     seen = []
     orig = L._losses
     def spy(model, data, idx, *a, **k):
@@ -244,6 +247,38 @@ def test_run_lunar_writes_everything_and_is_reproducible(tmp_path):
     assert not list((tmp_path / "a").glob(".*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_dataset_from_an_explicit_folder_is_the_bundled_one():
+    for split in ("lunar", "all"):
+        a, b = tcga_dataset(split, data_dir=data_dir()), tcga_dataset(split)
+        for k in ("cohort", "clinical", "mutation", "expression"):
+            pd.testing.assert_frame_equal(getattr(a, k), getattr(b, k))
+        assert a.splits == b.splits
+
+
+def test_run_lunar_reads_the_data_folder_it_is_given(tmp_path, monkeypatch):
+    bundled = data_dir()
+    d = tmp_path / "data"
+    (d / "lunar_reference").mkdir(parents=True)
+    for sub in ("tcga_glioma", "hgnc"):
+        (d / sub).symlink_to(bundled / sub)
+    for f in (bundled / "lunar_reference").iterdir():
+        if f.name != "lunar_results_dict.json":
+            (d / "lunar_reference" / f.name).symlink_to(f)
+    pub = json.loads((bundled / "lunar_reference" / "lunar_results_dict.json").read_text())
+    pub["tcga"]["LUNAR"]["auc"] = 0.5  # a value only this folder has
+    (d / "lunar_reference" / "lunar_results_dict.json").write_text(json.dumps(pub))
+    def no_bundled():
+        raise AssertionError("the bundled data folder was looked up")
+    import hiperf_nb.core, hiperf_nb.lunar_bench
+    monkeypatch.setattr(hiperf_nb.core, "data_dir", no_bundled)
+    monkeypatch.setattr(hiperf_nb.lunar_bench, "bundled_data_dir", no_bundled)
+    monkeypatch.delenv("HIPERF_DATA", raising=False)
+    tiny = BenchmarkOptions(n_seeds=1, cv_repeats=0, n_boot=20, n_bootstraps=5, max_epochs=1, patience=1, sites=False)
+    r = run_lunar(data_dir=d, out_dir=tmp_path / "out", options=tiny, models=("LogReg",))
+    assert r["metrics"]["published_tcga"]["LUNAR"]["auroc"] == 0.5
+    assert "HIPERF_DATA" not in os.environ  # the folder travels as an argument, not through the environment
+
+
 # ---- bad inputs: every one a HiperfError naming the file, patient or column ----------------------------
 
 def _tables(n=6):
@@ -277,6 +312,7 @@ def test_bad_model_inputs():
     raises_with(ShapeMismatchError, lambda: m(x[0], x[1], torch.rand(5)), "mutation", "2-D")
     raises_with(InputError, lambda: LUNAR(3, 2, 4, attention="both-ways"), "attention")
     raises_with(InputError, lambda: LUNAR(3, -1, 4), "n_expression")
+    raises_with(InputError, lambda: make_lunar(3, 2, 4, variant="v2"), "variant")
     raises_with(ShapeMismatchError, lambda: coral_loss(torch.randn(5, 3), torch.randn(5, 4)), "(5, 4)")
     raises_with(InputError, lambda: coral_loss(torch.randn(1, 3), torch.randn(5, 3)), "at least 2")
 

@@ -11,7 +11,7 @@ NOTEBOOKS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.start
 
 
 def test_there_are_notebooks():
-    assert {"00_core", "01_io", "11_cli", "index"} <= {p.stem for p in NOTEBOOKS}
+    assert {"00_core", "01_io", "20_cli", "index"} <= {p.stem for p in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)

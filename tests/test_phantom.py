@@ -5,8 +5,9 @@ import pytest
 
 from hiperf_nb.core import HiperfError, InputError, ShapeMismatchError, DataFormatError
 from hiperf_nb.io import read_manifest, load_case, find_cases
-from hiperf_nb.phantom import (simulate_case, simulate_cohort, perfusion_maps, cohort_labels, osvd, Protocol,
-                               SITES, HABITATS)
+from hiperf_nb.io import HABITATS
+from hiperf_nb.dsc import perfusion_maps, osvd
+from hiperf_nb.phantom import simulate_case, simulate_cohort, cohort_labels, Protocol, SITES
 
 
 @pytest.fixture(scope="module")

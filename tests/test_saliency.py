@@ -15,10 +15,13 @@ from hiperf_nb.core import (AffineMismatchError, DataFormatError, InputError, Ma
 from hiperf_nb.core import test_raises as raises  # renamed so pytest does not collect it
 from hiperf_nb.graphs import GraphConfig, HierGraph, build_hier_graph
 from hiperf_nb.hgnn import HGNN, HGNN_VARIANTS, degree_histogram
-from hiperf_nb.io import LoadedCase, extract_tics, load_case, write_manifest
-from hiperf_nb.phantom import HABITATS, simulate_case, write_phantom_case
+from hiperf_nb.io import LoadedCase, load_case, write_manifest
+from hiperf_nb.dsc import extract_tics
+from hiperf_nb.io import HABITATS
+from hiperf_nb.phantom import simulate_case, write_phantom_case
+from hiperf_nb.io import voxel_spacing
 from hiperf_nb.saliency import (cohort_saliency, node_saliency, plot_saliency, region_saliency, rim_ratio_summary,
-                                rim_saliency_ratio, saliency_table, saliency_volume, save_saliency, voxel_spacing)
+                                rim_saliency_ratio, saliency_table, saliency_volume, save_saliency)
 from hiperf_nb.vqvae import VQVAEConfig, encode_case, train_vqvae
 
 matplotlib.use("Agg")

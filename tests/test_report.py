@@ -1,0 +1,74 @@
+"""The demo report (`hiperf_nb.demo.write_report`) from a small finished demo folder: its content is escaped, every
+table sits in a scrolling `div.table-wrap`, and in headless Chromium, at 1400 px and at 800 px, a 30-column table
+scrolls inside its box and a 3000 px figure shrinks, so nothing makes the page wider than the window."""
+import re
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from hiperf_nb.core import atomic_write_bytes, figure_png
+from hiperf_nb.demo import QUICK, DemoLayout, write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import check_report  # noqa: E402
+
+EVIL = "<script>alert('x')</script>"
+RESULTS = {
+    "phantom_internal": {"n": 6, "idh": {"wildtype": 4, "mutant": 2}, "grade": {"2": 2, "4": 4}, "codel": {"0": 5, "1": 1}},
+    "phantom_external": {"n": 3, "idh": {"wildtype": 3}, "grade": {"4": 3}, "codel": {"0": 3}},
+    "vqvae": {"curves": 900, "recon_loss": 0.5, "usage": 1.0, "perplexity": 1.9},
+    "graphs": {s: {"built": 3, "failed": {}, "median_habitats": 2.0, "median_supervoxels": 9.0} for s in ("internal", "external")},
+    "hgnn": {"metrics": {"full": {"test": {"auroc": [0.9, 0.8, 1.0]}, "external": {"auroc": [0.7, 0.6, 0.8]}}}},
+    "saliency": {"n_cases": 2, "examples": {"wildtype": "INT-0001", "mutant": "INT-0002"},
+                 "rim_ratio": [{"statistic": "mean", "missing": "zero", "region": "enhancing", "ratio": 3.2, "p_value": 0.04}]},
+    "lunar": {}}
+
+
+def _png(path: Path, width_in: float):
+    "A figure `width_in` inches wide at 110 dpi."
+    fig, ax = plt.subplots(figsize=(width_in, 2)); ax.plot([0, 1], [0, 1])
+    atomic_write_bytes(path, figure_png(fig))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    "report.html of a finished quick demo (seed 1) with a 30-column LUNAR table, a 3000 px figure and HTML in names."
+    lay = DemoLayout(tmp_path_factory.mktemp("demo"))
+    lay.hgnn.root.mkdir(parents=True); lay.lunar.mkdir()
+    pd.DataFrame({"model": ["full", "full", "perf"], "dataset": ["test", "external", "test"], "metric": "auroc",
+                  "value": [0.9, 0.7, 0.6]}).to_csv(lay.hgnn.results_csv, index=False)
+    lay.hgnn.results_md.write_text(f"**Results** for `idh`.\n\n| Model | AUC |\n|---|---|\n| {EVIL} | 0.9 |\n")
+    cols = [f"metric_{i}" for i in range(30)]
+    (lay.lunar / "lunar_test.md").write_text("| index | " + " | ".join(cols) + " |\n|---" + "|---" * 30 + "|\n"
+                                             + "| LUNAR | " + " | ".join(["0.696 (0.519-0.849)"] * 30) + " |\n")
+    _png(lay.figure("hgnn_roc_idh"), 3000 / 110)
+    for name in ("saliency_wildtype", "saliency_mutant"): _png(lay.figure(name), 6)
+    _png(lay.lunar / "lunar_roc_pr.png", 12)
+    return write_report(lay.root, QUICK.replace(seed=1), RESULTS, {"phantom_internal": 1.0, "lunar": 2.0})
+
+
+def test_report_is_escaped_labelled_and_wraps_every_table(report):
+    page = report.read_text()
+    assert "<p>Quick demo, seed 1," in page
+    assert "<script" not in page and "&lt;script&gt;alert(" in page
+    n_tables = len(re.findall(r"<table\b", page))
+    assert n_tables >= 8 and len(re.findall(r'<div class="table-wrap"><table>', page)) == n_tables
+    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', page)) == 4
+
+
+@pytest.mark.parametrize("width", check_report.WIDTHS)
+def test_report_layout_in_chromium(report, width):
+    binary = check_report.find_chromium()
+    if not binary: pytest.skip("no Chromium binary on PATH (apt-get install chromium, or set $CHROMIUM)")
+    m = check_report.load(binary, report, width).layout
+    assert m["innerWidth"] == width
+    assert not check_report.layout_problems(m), check_report.layout_problems(m)
+    assert m["scrollWidth"] <= width
+    wide = [t for t in m["tables"] if t["scroll"] > t["box"]]
+    assert any(t["scroll"] > width for t in wide), "the 30-column table should be wider than the window, inside its box"
+    assert all(t["overflowX"] == "auto" and t["box"] < width for t in wide)
+    assert len(m["media"]) == 8 and all(e["right"] <= width for e in m["media"])  # 4 figures, 4 images
