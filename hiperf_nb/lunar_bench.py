@@ -428,15 +428,15 @@ def _site_files(res: dict, opts: BenchmarkOptions) -> dict:
     return {"lunar_sites.csv": st.to_csv(), "lunar_sites.md": md, "lunar_sites_roc_pr.png": figure_png(fig)}
 
 # %% ../nbs/18_lunar_bench.ipynb #2ca78151
-def _shap_files(res: dict, opts: BenchmarkOptions, seed: int, ref: Path) -> tuple[dict, dict]:
+def _shap_files(res: dict, opts: BenchmarkOptions, ref: Path) -> tuple[dict, dict]:
     "SHAP of the first seed's LUNAR on the test patients: values, importance next to the published one, summary figure."
     data, runs = res["split_data"], res["split_runs"]
     if "LUNAR" not in runs or not runs["LUNAR"].models: return {}, {}
-    sr = shap_values(runs["LUNAR"].models[0], data["test"], data["train"], max_background=opts.shap_background, steps=opts.shap_steps, seed=seed)
+    sr = shap_values(runs["LUNAR"].models[0], data["test"], data["train"], max_background=opts.shap_background, steps=opts.shap_steps, seed=opts.seed)
     mi = modality_importance(sr)
     top = sr.importance().head(20)
     ptop = published_shap_importance(ref).head(20)
-    lines = [f"**SHAP (expected gradients, {sr.method}) of LUNAR (seed {seed}) on the {len(sr.values)} test patients**, "
+    lines = [f"**SHAP (expected gradients, {sr.method}) of LUNAR (seed {opts.seed}) on the {len(sr.values)} test patients**, "
              f"background: training rows; additivity gap {sr.additivity_gap:.4f} (mean |f(x) - E f| "
              f"{np.abs(sr.output - sr.expected_value).mean():.3f}).", "", markdown_table(mi.round(4)), "",
              markdown_table(pd.DataFrame({"ours": list(top.index), "mean abs SHAP": [f"{v:.4f}" for v in top],
@@ -482,7 +482,7 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
     root = _data_folder(data_dir)
     ref = root / "lunar_reference"
     t0 = time.perf_counter()
-    seed_everything(seed)
+    seed_everything(opts.seed)
     res = lunar_benchmark(opts, models=models, show_progress=show_progress, data_dir=root)
     pub = published_results(folder=ref)
     paths = {}
@@ -492,8 +492,8 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
     write(_split_files(res, pub, opts, ref))
     cv_files, cvt = _cv_files(res, opts); write(cv_files)
     write(_site_files(res, opts))
-    shap_files, shap_out = _shap_files(res, opts, seed, ref); write(shap_files)
-    att_files, asum = _attention_files(res, seed, ref); write(att_files)
+    shap_files, shap_out = _shap_files(res, opts, ref); write(shap_files)  # every seed is `opts.seed`: `options` may replace it
+    att_files, asum = _attention_files(res, opts.seed, ref); write(att_files)
     metrics = {"options": res["options"], "config": res["config"], "seconds": time.perf_counter() - t0,
                "test": _metrics_dict(res["split_metrics"]), "published_tcga": pub.to_dict(orient="index"),
                "cv": cvt.to_dict(orient="index") if not cvt.empty else {},

@@ -372,3 +372,15 @@ def test_bad_explain_and_run_inputs(toy, toy_model, tmp_path):
     raises_with(InputError, lambda: run_lunar(out_dir=tmp_path / "o", models=("LUNAR", "GPT")), "GPT")
     ds = tcga_dataset("lunar")
     raises_with(InputError, lambda: preprocess(ds, ds.splits["train"], {"test": ["TCGA-XX-0000"]}), "TCGA-XX-0000")
+
+
+def test_run_lunar_options_seed_is_the_seed_of_every_step(tmp_path):
+    "With `options`, its seed drives training, SHAP and attention; the `seed` argument is then ignored everywhere."
+    tiny = BenchmarkOptions(seed=3, n_seeds=1, cv_repeats=0, n_boot=10, n_bootstraps=3, max_epochs=1, patience=1, sites=False,
+                            shap_background=4, shap_steps=2)
+    a = run_lunar(out_dir=tmp_path / "a", options=tiny, models=("LUNAR",), seed=0)
+    b = run_lunar(out_dir=tmp_path / "b", options=tiny, models=("LUNAR",), seed=11)
+    assert (tmp_path / "a" / "lunar_shap.csv").read_text() == (tmp_path / "b" / "lunar_shap.csv").read_text()
+    assert (tmp_path / "a" / "lunar_attention.csv").read_text() == (tmp_path / "b" / "lunar_attention.csv").read_text()
+    assert "(seed 3)" in (tmp_path / "b" / "lunar_shap_importance.md").read_text()
+    assert a["metrics"]["shap"] == b["metrics"]["shap"]
