@@ -60,6 +60,7 @@ class PNAStack(nn.Module):
         self.jk = JumpingKnowledge("lstm", channels=hidden_channels, num_layers=num_layers)
 
     def reset_parameters(self):
+        "Re-initialise every weight."
         self.lin_in.reset_parameters(); self.jk.reset_parameters()
         for m in (*self.convs, *self.norms): m.reset_parameters()
 
@@ -86,6 +87,10 @@ class InputNorm(nn.Module):
         self.mean.copy_(x.mean(0)); self.std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
         return self
 
+    def reset_parameters(self):
+        "Back to the identity (unfitted) statistics."
+        self.mean.zero_(); self.std.fill_(1.0)
+
     def forward(self, x: Tensor) -> Tensor: return (x - self.mean) / self.std
 
 # %% ../nbs/07_hgnn.ipynb #71eaf63c
@@ -98,6 +103,12 @@ def _heads(hidden: int, out_channels: int | dict, dropout: float) -> nn.ModuleDi
         if int(c) < 2: raise InputError(f"task {t!r} needs at least 2 classes, got {c}")
     return nn.ModuleDict({t: nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, int(c)))
                           for t, c in outs.items()})
+
+def _reset_heads(heads: nn.ModuleDict):
+    "Re-initialise every layer of the task heads."
+    for h in heads.values():
+        for layer in h:
+            if hasattr(layer, "reset_parameters"): layer.reset_parameters()
 
 def _apply_heads(heads: nn.ModuleDict, z: Tensor) -> Tensor | dict:
     out = {t: h(z) for t, h in heads.items()}
@@ -138,6 +149,7 @@ class HGNN(nn.Module):
         self.heads = _heads(hidden_channels, out_channels, dropout)
         self.norm_fine = InputNorm(fine_in) if uses_fine else None
         self.norm_coarse = InputNorm(coarse_channels) if uses_coarse else None
+        self.reset_parameters()
 
     def fit_input_norm(self, graphs: Sequence[HierGraph]) -> "HGNN":
         "Fit the input standardisation on the training graphs (and only those)."
@@ -147,11 +159,10 @@ class HGNN(nn.Module):
         return self
 
     def reset_parameters(self):
-        for m in (self.fine, self.coarse): 
+        "Re-initialise every weight and forget the fitted input standardisation."
+        for m in (self.fine, self.coarse, self.norm_fine, self.norm_coarse):
             if m is not None: m.reset_parameters()
-        for h in self.heads.values():
-            for layer in h:
-                if hasattr(layer, "reset_parameters"): layer.reset_parameters()
+        _reset_heads(self.heads)
 
     def fine_embeddings(self, batch: HierGraph) -> Tensor:
         "Fine-level node embeddings h^final (G_SR, hidden) (eq. 4)."
@@ -200,13 +211,17 @@ class PerfGAT(nn.Module):
                                    for a, b in zip(dims[:-1], dims[1:]))
         self.heads = _heads(hidden_channels, out_channels, dropout)
         self.norm = InputNorm(in_channels)
+        self.reset_parameters()
 
     def fit_input_norm(self, graphs: Sequence[HierGraph]) -> "PerfGAT":
         "Fit the input standardisation on the training graphs (and only those)."
         self.norm.fit(torch.cat([g["parcel"].x for g in graphs])); return self
 
     def reset_parameters(self):
+        "Re-initialise every weight and forget the fitted input standardisation."
         for c in self.convs: c.reset_parameters()
+        self.norm.reset_parameters()
+        _reset_heads(self.heads)
 
     def forward(self, batch: HierGraph) -> Tensor | dict:
         p = batch["parcel"]
