@@ -378,19 +378,10 @@ class LUNAR(LunarBase):
     "LUNAR with attention over token sequences (the corrected default): (B, n_c), (B, n_e), (B, n_m) -> (B,) logits."
     variant = "default"
 
-    def __init__(self,
-                 n_clinical: int, # clinical features (8 in the paper)
-                 n_expression: int, # expression features (121 in the paper)
-                 n_mutation: int, # mutation features (110 in the paper)
-                 attention: str = "both", # "both", "self", "cross" or "none" (the paper's ablations)
-                 channels: int = 64, # embedding width (encoder output, attention, fusion)
-                 heads: int = 2, # attention heads
-                 max_tokens: int = 32, # at most this many feature tokens per modality
-                 dropout: float = 0.0 # attention dropout (the published value is 0)
-                ):
-        super().__init__(n_clinical, n_expression, n_mutation, attention, channels, heads, dropout, max_tokens=max_tokens)
-
-    def _build_attention(self, dropout: float, max_tokens: int = 32):
+    def _build_attention(self,
+                         dropout: float, # attention dropout
+                         max_tokens: int = 32 # at most this many feature tokens per modality (`LUNAR(..., max_tokens=...)`)
+                        ):
         "Feature tokenizers, token self-attention per modality and token cross-attention per pair."
         self.max_tokens = max_tokens
         if self.attention != "none":
