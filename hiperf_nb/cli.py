@@ -28,12 +28,12 @@ from fastcore.docments import docments
 # %% ../nbs/20_cli.ipynb #f737b23d
 import hiperf_nb
 from .core import HiperfError, HiperfWarning, InputError, atomic_write_bytes, atomic_write_text, figure_png
-from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, IMAGE_EXTENSIONS
+from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, STRUCTURAL_NORMS, IMAGE_EXTENSIONS
 from .dsc import TIC_NORMS
-from .vqvae import VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
-from .graphs import GraphConfig, build_graphs
+from .vqvae import CODEBOOKS, VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
+from .graphs import DELTA_UNITS, GraphConfig, build_graphs
 from .phantom import COHORT_MIX, TEMPLATE_SPACING_MM, simulate_cohort
-from .train import TASKS, TrainConfig, load_splits, patient_splits
+from .train import MONITORS, TASKS, TrainConfig, load_splits, patient_splits
 from .hgnn_bench import BENCH_MODELS, BenchmarkLayout, plot_roc, predict_graphs, run_benchmark
 from .demo import QUICK, DemoConfig, run_demo
 from .lunar_bench import run_lunar
@@ -259,15 +259,14 @@ def add_graph_commands(sub # the `add_subparsers()` object of `build_parser`
                           lr=dict(help="Adam learning rate (paper: 1e-5 for 100 epochs)"))
     add_signature_options(tv, tics_from_cases, ("max_per_case",))
     add_config_options(tv, VQVAEConfig, resample_tr_s=dict(flag="--resample-tr", metavar="SECONDS"),
-                       codebooks=dict(choices=("shared", "per_position")), norm=dict(choices=TIC_NORMS))
+                       codebooks=dict(choices=CODEBOOKS), norm=dict(choices=TIC_NORMS))
     bg = add_command(sub, "build-graphs", cmd_build_graphs, "build hierarchical tumour graphs for a cohort",
                      "Encode each case with a frozen VQ-VAE and build its hierarchical graph (cached, parallel).")
     bg.add_argument("manifest", help="manifest CSV or folder of case folders")
     bg.add_argument("--vqvae", required=True, help="checkpoint from train-vqvae")
     bg.add_argument("--out", required=True, help="output folder (one .pt + .json per case, graphs.csv)")
     add_signature_options(bg, build_graphs, ("n_jobs", "force"), n_jobs=dict(flag="--jobs"))
-    add_config_options(bg, GraphConfig, delta_unit=dict(choices=("voxels", "mm")),
-                       structural_norm=dict(choices=("zscore", "percentile")))
+    add_config_options(bg, GraphConfig, delta_unit=dict(choices=DELTA_UNITS), structural_norm=dict(choices=STRUCTURAL_NORMS))
 
 # %% ../nbs/20_cli.ipynb #8a8c9ae3
 def _csv_list(text: str, choices: tuple, what: str) -> list:
@@ -286,7 +285,7 @@ def cmd_train_hgnn(args) -> int:
                   n_boot=args.n_boot, seed=cfg.seed)
     lay = BenchmarkLayout(args.out)
     for t in tasks:
-        if t != "grade": atomic_write_bytes(lay.root / f"roc_{t}.png", figure_png(plot_roc(lay.root, t)))
+        if t != "grade": atomic_write_bytes(lay.roc(t), figure_png(plot_roc(lay.root, t)))
     print(lay.results_md.read_text(), end="")
     print(f"{lay.root}: models, predictions and results written", file=sys.stderr)
     return 0
@@ -316,7 +315,7 @@ def add_hgnn_commands(sub # the `add_subparsers()` object of `build_parser`
     th.add_argument("--splits", metavar="CSV", default=None,
                     help=f"patient_id,split table (default: stratified {fractions}, saved to {BenchmarkLayout('OUT').splits})")
     add_signature_options(th, run_benchmark, ("external_dir",), external_dir=dict(flag="--external", metavar="GRAPHS"))
-    add_config_options(th, TrainConfig, exclude=("seed",), monitor=dict(choices=("val_loss", "val_auc")))
+    add_config_options(th, TrainConfig, exclude=("seed",), monitor=dict(choices=MONITORS))
     add_signature_options(th, run_benchmark, ("n_boot", "seed"))
     pr = add_command(sub, "predict", cmd_predict, "per-patient probabilities of a trained model (CSV)",
                      "Apply a saved HiPerfGNN/baseline checkpoint to a folder of graphs; labels are not needed.")

@@ -189,10 +189,18 @@ def progress(iterable: Iterable, # what to iterate over
     return tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(enabled), dynamic_ncols=True, **kwargs)
 
 # %% ../nbs/00_core.ipynb #1bbfff8c
+def _umask() -> int:
+    "The process umask: from /proc on Linux (no change), else by setting and restoring it (not thread-safe)."
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"): return int(line.split()[1], 8)
+    except OSError: pass
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
 def file_mode() -> int:
     "Permissions of a new file under the current umask (0o644 under umask 022), as `open()` would give it."
-    mask = os.umask(0o022); os.umask(mask)  # the only portable way to read the umask is to set it
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
 
 def atomic_write_bytes(path: str | Path, # destination file
                        data: bytes # full content

@@ -117,7 +117,8 @@ def run_stage(out: Path, # the demo folder
               outputs: tuple = () # the stage's folders: cleared when it restarts with other options
              ) -> dict:
     "Run a stage unless `stages/<name>.json` records it with the same options; returns its results."
-    rec, started = DemoLayout(out).stage(name), DemoLayout(out).stage_started(name)
+    lay = DemoLayout(out)
+    rec, started = lay.stage(name), lay.stage_started(name)
     opts = json.loads(to_json(options))
     if rec.exists() and not force:
         r = json.loads(rec.read_text())
@@ -148,7 +149,8 @@ def _vqvae(lay: DemoLayout, cfg: DemoConfig) -> dict:
     vcfg = VQVAEConfig(resample_tr_s=1.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HiperfWarning)
-        bank, failed = tics_from_cases(cases, norm=vcfg.norm, max_per_case=cfg.vq_curves_per_case, resample_tr_s=1.5, seed=cfg.seed)
+        bank, failed = tics_from_cases(cases, norm=vcfg.norm, max_per_case=cfg.vq_curves_per_case,
+                                       resample_tr_s=vcfg.resample_tr_s, seed=cfg.seed)
     model, hist = train_vqvae(bank, vcfg, epochs=cfg.vq_epochs, seed=cfg.seed, device="cpu")
     save_vqvae(model, lay.vqvae, hist)
     last = hist[-1]
@@ -208,8 +210,7 @@ def without_timings(d):
     return d
 
 def _lunar(lay: DemoLayout, cfg: DemoConfig) -> dict:
-    run_lunar(out_dir=lay.lunar, quick=cfg.lunar_quick, seed=cfg.seed)
-    return without_timings(json.loads((lay.lunar / "metrics.json").read_text()))
+    return without_timings(run_lunar(out_dir=lay.lunar, quick=cfg.lunar_quick, seed=cfg.seed)["metrics"])
 
 # %% ../nbs/19_demo.ipynb #0f3c9e51
 def markdown_html(md: str # Markdown as the stages write it: paragraphs, emphasis, code, pipe tables

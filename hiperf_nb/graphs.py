@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TIC_FEATURES', 'GraphConfig', 'first_member', 'code_keys', 'habitat_components', 'group_mean', 'knn_edges',
-           'cosine_edge_features', 'channel_edge_features', 'supervoxels', 'HierGraph', 'perfusion_features',
-           'parcel_graph', 'build_hier_graph', 'check_components', 'plot_hier_graph', 'file_digest', 'model_digest',
-           'graph_key', 'build_graphs']
+__all__ = ['DELTA_UNITS', 'TIC_FEATURES', 'GraphConfig', 'first_member', 'code_keys', 'habitat_components', 'group_mean',
+           'knn_edges', 'cosine_edge_features', 'channel_edge_features', 'supervoxels', 'HierGraph',
+           'perfusion_features', 'parcel_graph', 'build_hier_graph', 'check_components', 'plot_hier_graph',
+           'file_digest', 'model_digest', 'graph_key', 'build_graphs']
 
 # %% ../nbs/06_graphs.ipynb #c2bfd20a
 import hashlib
@@ -34,11 +34,13 @@ from torch_geometric.data import HeteroData
 # %% ../nbs/06_graphs.ipynb #e9535814
 from .core import (Config, HiperfError, HiperfWarning, InputError, ShapeMismatchError, DataFormatError, MissingFileError,
                             atomic_write_text, cpu_threads, load_checkpoint, progress, save_checkpoint)
-from .io import Case, LoadedCase, load_case, normalize_structural
+from .io import STRUCTURAL_NORMS, Case, LoadedCase, load_case, normalize_structural
 from .dsc import delta_r2s, extract_tics, normalize_tics, resample_time
 from .vqvae import VQVAE, encode_case
 
 # %% ../nbs/06_graphs.ipynb #073e623c
+DELTA_UNITS = ("voxels", "mm")
+
 @dataclass
 class GraphConfig(Config):
     "Options of hierarchical graph construction (defaults: the paper's k=5, delta_max=15 voxels)."
@@ -51,7 +53,9 @@ class GraphConfig(Config):
     structural_norm: str = "zscore" # "zscore" or "percentile" normalisation of the structural channels
 
     def __post_init__(self):
-        if self.delta_unit not in ("voxels", "mm"): raise InputError(f"delta_unit must be 'voxels' or 'mm', got {self.delta_unit!r}")
+        if self.delta_unit not in DELTA_UNITS: raise InputError(f"delta_unit must be one of {DELTA_UNITS}, got {self.delta_unit!r}")
+        if self.structural_norm not in STRUCTURAL_NORMS:
+            raise InputError(f"structural_norm must be one of {STRUCTURAL_NORMS}, got {self.structural_norm!r}")
         if self.k < 1: raise InputError(f"k must be >= 1, got {self.k}")
 
 # %% ../nbs/06_graphs.ipynb #9728eb75

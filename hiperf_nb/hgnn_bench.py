@@ -46,6 +46,7 @@ class BenchmarkLayout:
         "The best-epoch weights of a trained model (with its validation threshold)."
         return self.model_dir(task, model) / "best.pt"
     def predictions(self, task: str, model: str) -> Path: return self.model_dir(task, model) / "predictions.csv"
+    def roc(self, task: str) -> Path: return self.root / f"roc_{task}.png" # `plot_roc` of a task, as `hiperf train-hgnn` writes it
     def prediction_files(self, task: str) -> list[Path]: return sorted((self.root / task).glob("*/predictions.csv"))
 
 # %% ../nbs/10_hgnn_bench.ipynb #a3f91490

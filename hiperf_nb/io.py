@@ -7,9 +7,9 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['STRUCTURAL_CHANNELS', 'IMAGE_FIELDS', 'IMAGE_EXTENSIONS', 'MANIFEST_REQUIRED', 'MANIFEST_OPTIONAL', 'HABITATS',
-           'Case', 'read_manifest', 'write_manifest', 'voxel_spacing', 'Image', 'image_extension', 'read_image',
-           'grid_coverage', 'resample_to_grid', 'LoadedCase', 'load_case', 'write_test_case', 'save_nifti',
-           'normalize_structural', 'case_from_dir', 'find_cases']
+           'STRUCTURAL_NORMS', 'Case', 'read_manifest', 'write_manifest', 'voxel_spacing', 'Image', 'image_extension',
+           'read_image', 'grid_coverage', 'resample_to_grid', 'LoadedCase', 'load_case', 'write_test_case',
+           'save_nifti', 'normalize_structural', 'case_from_dir', 'find_cases']
 
 # %% ../nbs/01_io.ipynb #3884ed74
 import csv
@@ -543,6 +543,8 @@ def save_nifti(data: np.ndarray, # array, written with its own dtype
 HABITATS = {0: "outside_tumour", 1: "enhancing", 2: "necrosis", 3: "non_enhancing", 4: "edema"}
 
 # %% ../nbs/01_io.ipynb #68c32ec0
+STRUCTURAL_NORMS = ("zscore", "percentile")
+
 def normalize_structural(structural: np.ndarray, # (X, Y, Z, C) structural channels
                          brain_mask: np.ndarray | None = None, # (X, Y, Z) bool; default: non-zero in every channel
                          method: str = "zscore", # "zscore" or "percentile"
@@ -551,7 +553,7 @@ def normalize_structural(structural: np.ndarray, # (X, Y, Z, C) structural chann
                         ) -> np.ndarray:
     "Normalise each structural channel with statistics from inside the brain; returns float32 (X, Y, Z, C) or the `region` box."
     if structural.ndim != 4: raise ShapeMismatchError(f"structural must be (X, Y, Z, C), got {structural.shape}")
-    if method not in ("zscore", "percentile"): raise InputError(f"method must be 'zscore' or 'percentile', got {method!r}")
+    if method not in STRUCTURAL_NORMS: raise InputError(f"method must be one of {STRUCTURAL_NORMS}, got {method!r}")
     present = [c for c in range(structural.shape[3]) if not np.isnan(structural[..., c]).all()]
     if brain_mask is None:
         brain_mask = np.all(structural[..., present] != 0, -1) if present else np.zeros(structural.shape[:3], bool)

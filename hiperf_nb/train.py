@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TASKS', 'TASK_COLUMNS', 'MODEL_NODE_TYPES', 'MODEL_KINDS', 'n_classes', 'encode_labels', 'patient_splits',
+__all__ = ['TASKS', 'TASK_COLUMNS', 'MODEL_NODE_TYPES', 'MODEL_KINDS', 'MONITORS', 'n_classes', 'encode_labels', 'patient_splits',
            'save_splits', 'load_splits', 'GraphSet', 'load_graph_set', 'make_model', 'model_kind', 'save_model',
            'load_model', 'TrainConfig', 'class_weights', 'predict_proba', 'fit', 'feature_matrix',
            'fit_feature_baseline']
@@ -185,6 +185,8 @@ def load_model(path: str | Path # checkpoint written by `save_model`
     return model.eval(), ck.get("meta", {})
 
 # %% ../nbs/09_train.ipynb #2d548c5b
+MONITORS = ("val_loss", "val_auc")
+
 @dataclass
 class TrainConfig(Config):
     "Optimisation options (defaults: the paper's Sec. 3.1)."
@@ -198,7 +200,7 @@ class TrainConfig(Config):
     device: str = "auto" # "auto", "cpu", "cuda", ...
 
     def __post_init__(self):
-        if self.monitor not in ("val_loss", "val_auc"): raise InputError(f"monitor must be 'val_loss' or 'val_auc', got {self.monitor!r}")
+        if self.monitor not in MONITORS: raise InputError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         if self.epochs < 1 or self.patience < 1: raise InputError("epochs and patience must be >= 1")
 
 def class_weights(y: np.ndarray, # (n,) training labels

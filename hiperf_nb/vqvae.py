@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['VQVAEConfig', 'VectorQuantizer', 'ResBlock1d', 'TICEncoder', 'TICDecoder', 'to_time_grid', 'VQVAE', 'TICBank',
-           'codebook_stats', 'train_vqvae', 'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases']
+__all__ = ['CODEBOOKS', 'VQVAEConfig', 'VectorQuantizer', 'ResBlock1d', 'TICEncoder', 'TICDecoder', 'to_time_grid', 'VQVAE',
+           'TICBank', 'codebook_stats', 'train_vqvae', 'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases']
 
 # %% ../nbs/05_vqvae.ipynb #9640dbcc
 import warnings
@@ -28,6 +28,8 @@ from .io import Case, LoadedCase, load_case
 from .dsc import extract_tics, resample_time, normalize_tics
 
 # %% ../nbs/05_vqvae.ipynb #b1b0dab1
+CODEBOOKS = ("shared", "per_position")
+
 @dataclass
 class VQVAEConfig(Config):
     "Architecture and loss options of the TIC VQ-VAE (defaults: the paper's K=2, N=3, d_enc=256)."
@@ -44,8 +46,7 @@ class VQVAEConfig(Config):
     norm: str = "zscore" # TIC normalisation applied before encoding (see `extract_tics`)
 
     def __post_init__(self):
-        if self.codebooks not in ("shared", "per_position"):
-            raise InputError(f"codebooks must be 'shared' or 'per_position', got {self.codebooks!r}")
+        if self.codebooks not in CODEBOOKS: raise InputError(f"codebooks must be one of {CODEBOOKS}, got {self.codebooks!r}")
         for k in ("n_codes", "n_positions", "d_enc", "hidden", "decoder_length"):
             if getattr(self, k) < 1: raise InputError(f"VQVAEConfig.{k} must be >= 1, got {getattr(self, k)}")
 
