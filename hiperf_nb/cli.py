@@ -30,12 +30,12 @@ import hiperf_nb
 from .core import HiperfError, HiperfWarning, InputError, atomic_write_bytes, atomic_write_text, figure_png
 from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, STRUCTURAL_NORMS, IMAGE_EXTENSIONS
 from .dsc import TIC_NORMS
-from .vqvae import CODEBOOKS, VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
+from .vqvae import ALIGN_MODES, CODEBOOKS, VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
 from .graphs import DELTA_UNITS, GraphConfig, build_graphs
 from .phantom import COHORT_MIX, TEMPLATE_SPACING_MM, simulate_cohort
-from .train import MONITORS, TASKS, TrainConfig, load_splits, patient_splits
+from .train import MONITORS, TASKS, TrainConfig, load_splits, patient_splits, save_splits
 from .hgnn_bench import BENCH_MODELS, BenchmarkLayout, plot_roc, predict_graphs, run_benchmark
-from .demo import QUICK, DemoConfig, run_demo
+from .demo import QUICK, DemoConfig, run_demo, split_cohort, training_cases
 from .lunar_bench import run_lunar
 
 # %% ../nbs/20_cli.ipynb #d6fae009
@@ -225,14 +225,23 @@ def add_phantom_command(sub # the `add_subparsers()` object of `build_parser`
 def cmd_train_vqvae(args) -> int:
     "Train the TIC VQ-VAE on a cohort's tumour curves and save a checkpoint."
     cases = find_cases(args.manifest)
+    if args.splits:
+        if not Path(args.splits).exists():
+            save_splits(split_cohort(cases, seed=args.seed), args.splits)
+            print(f"{args.splits}: new patient split of {len(cases)} case(s) written; give it to train-hgnn --splits", file=sys.stderr)
+        cases = training_cases(cases, load_splits(args.splits), args.splits)
     cfg = config_from_args(VQVAEConfig, args)
-    bank, failed = tics_from_cases(cases, norm=cfg.norm, max_per_case=args.max_per_case, resample_tr_s=cfg.resample_tr_s, seed=args.seed)
+    bank, failed = tics_from_cases(cases, norm=cfg.norm, max_per_case=args.max_per_case, resample_tr_s=cfg.resample_tr_s,
+                                   seed=args.seed, align=cfg.align)
     for pid, err in failed.items(): print(f"hiperf: error: {pid}: {err}", file=sys.stderr)
-    print(f"training on {len(bank):,} curves from {bank.n_cases} case(s), lengths {sorted(bank.groups)}", file=sys.stderr)
-    model, hist = train_vqvae(bank, cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    print(f"training on {len(bank):,} curves from {bank.n_cases} case(s){' (training patients of ' + args.splits + ')' if args.splits else ''}, "
+          f"lengths {sorted(bank.groups)}", file=sys.stderr)
+    model, hist = train_vqvae(bank, cfg, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              device=args.device)
     out = save_vqvae(model, args.out, hist)
     last = hist[-1]
-    print(f"{out}: loss {last['loss']:.4f} (L1 {last['recon_loss']:.4f}), codebook usage {last['usage']:.0%}, perplexity {last['perplexity']:.2f}")
+    print(f"{out}: loss {last['loss']:.4f} (L1 {last['recon_loss']:.4f}), codebook usage {last['usage']:.0%}, perplexity {last['perplexity']:.2f}, "
+          f"{last['sequences_used']} code sequences in use (perplexity {last['sequence_perplexity']:.2f})")
     return 1 if failed else 0
 
 def cmd_build_graphs(args) -> int:
@@ -255,11 +264,15 @@ def add_graph_commands(sub # the `add_subparsers()` object of `build_parser`
                      "Train the HiPerfGNN VQ-VAE on tumour TICs (defaults: the paper's architecture).")
     tv.add_argument("manifest", help="manifest CSV or folder of case folders")
     tv.add_argument("--out", required=True, help="checkpoint to write (.pt)")
-    add_signature_options(tv, train_vqvae, ("epochs", "batch_size", "lr", "seed", "device"),
+    tv.add_argument("--splits", metavar="CSV", default=None,
+                    help="patient_id,split table: train on its training patients only, as the paper's patient-level protocol "
+                         "requires (val/test curves must not shape the codes); written first, stratified on the labels, if it does "
+                         "not exist; pass the same file to train-hgnn --splits (default: every case)")
+    add_signature_options(tv, train_vqvae, ("epochs", "steps", "batch_size", "lr", "seed", "device"),
                           lr=dict(help="Adam learning rate (paper: 1e-5 for 100 epochs)"))
     add_signature_options(tv, tics_from_cases, ("max_per_case",))
     add_config_options(tv, VQVAEConfig, resample_tr_s=dict(flag="--resample-tr", metavar="SECONDS"),
-                       codebooks=dict(choices=CODEBOOKS), norm=dict(choices=TIC_NORMS))
+                       codebooks=dict(choices=CODEBOOKS), norm=dict(choices=TIC_NORMS), align=dict(choices=ALIGN_MODES))
     bg = add_command(sub, "build-graphs", cmd_build_graphs, "build hierarchical tumour graphs for a cohort",
                      "Encode each case with a frozen VQ-VAE and build its hierarchical graph (cached, parallel).")
     bg.add_argument("manifest", help="manifest CSV or folder of case folders")

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['QUICK', 'REPORT_TEMPLATE', 'DemoConfig', 'demo_mode', 'DemoLayout', 'run_stage', 'without_timings', 'markdown_html',
-           'report_env', 'table_data', 'figure_data', 'write_report', 'find_demo_dir', 'run_demo']
+__all__ = ['QUICK', 'REPORT_TEMPLATE', 'HIERARCHY_MIN_PERPLEXITY', 'HIERARCHY_MIN_HABITATS', 'GRAPH_GROUPS', 'DemoConfig',
+           'demo_mode', 'DemoLayout', 'run_stage', 'split_cohort', 'training_cases', 'graph_config', 'habitat_stats',
+           'graph_summary', 'without_timings', 'markdown_html', 'report_env', 'table_data', 'figure_data',
+           'hierarchy_problems', 'write_report', 'find_demo_dir', 'run_demo']
 
 # %% ../nbs/19_demo.ipynb #422a0873
 import base64
@@ -19,6 +21,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 
 # %% ../nbs/19_demo.ipynb #4257e696
 import jinja2
@@ -32,15 +35,15 @@ from markupsafe import Markup
 
 # %% ../nbs/19_demo.ipynb #e6212329
 import hiperf_nb
-from .core import (Config, HiperfWarning, atomic_write_bytes, atomic_write_text, figure_png, seed_everything,
-                            to_json)
+from .core import (Config, HiperfWarning, ManifestError, atomic_write_bytes, atomic_write_text, figure_png,
+                            seed_everything, to_json)
 from .lunar_bench import run_lunar
 from .genomics import PAPER_TABLE1, cohort_summary, compare_tables, tcga_recurrence_cohort
 from .graphs import GraphConfig, HierGraph, build_graphs
-from .io import load_case, read_manifest
+from .io import Case, load_case, read_manifest
 from .phantom import simulate_cohort
 from .saliency import cohort_saliency, plot_saliency, saliency_volume, node_saliency
-from .train import TrainConfig, load_model, load_splits
+from .train import TrainConfig, load_model, load_splits, patient_splits, save_splits
 from .hgnn_bench import BENCH_MODELS, MODEL_LABELS, BenchmarkLayout, PAPER_IDH_AUC, plot_roc, run_benchmark
 from .vqvae import VQVAEConfig, save_vqvae, tics_from_cases, train_vqvae, load_vqvae
 
@@ -81,6 +84,8 @@ class DemoLayout:
     def __post_init__(self): object.__setattr__(self, "root", Path(self.root))
     def data(self, site: str) -> Path: return self.root / "data" / site
     def manifest(self, site: str) -> Path: return self.data(site) / "manifest.csv"
+    @property
+    def splits(self) -> Path: return self.root / "splits.csv" # the internal patients' train/val/test split
     @property
     def graph_root(self) -> Path: return self.root / "graphs"
     def graphs(self, site: str) -> Path: return self.graph_root / site
@@ -136,6 +141,42 @@ def run_stage(out: Path, # the demo folder
     log(f"[{name}] finished in {sec:.0f} s")
     return results
 
+# %% ../nbs/19_demo.ipynb #edded3fd
+def split_cohort(cases: Sequence[Case], # the cohort, with labels
+                 seed: int = 0 # shuffling seed
+                ) -> pd.DataFrame:
+    "`patient_splits` of the cases' labels (train/val/test, stratified on the label columns it knows): patient_id, split."
+    return patient_splits(pd.DataFrame([{"patient_id": c.patient_id, **c.labels} for c in cases]), seed=seed)
+
+def training_cases(cases: Sequence[Case], # the cohort
+                   splits: pd.DataFrame, # patient_id, split (`patient_splits`, `load_splits`)
+                   source: str | Path = "splits" # where the splits come from, for error messages
+                  ) -> list[Case]:
+    "The cases of the `train` patients of `splits`, in cohort order; a training patient not in the cohort raises `ManifestError`."
+    train = set(splits.patient_id[splits.split == "train"].astype(str))
+    missing = sorted(train - {c.patient_id for c in cases})
+    if missing: raise ManifestError(f"{source}: {len(missing)} training patient(s) not in the cohort, e.g. {missing[:3]}")
+    if not train: raise ManifestError(f"{source}: no patient in the train split")
+    return [c for c in cases if c.patient_id in train]
+
+def graph_config(cfg: DemoConfig # the demo's options
+                ) -> GraphConfig:
+    "The graph options of the demo: the paper's, with supervoxels sized for the phantom grid."
+    return GraphConfig(supervoxel_voxels=cfg.supervoxel_voxels)
+
+def habitat_stats(n_coarse: Sequence[int] # coarse nodes (habitats) of each tumour
+                 ) -> dict:
+    "Median habitats per tumour and the fraction of tumours that are a single habitat."
+    n = pd.Series(n_coarse, dtype=float)
+    return {"median_habitats": float(n.median()), "single_habitat_fraction": round(float((n == 1).mean()), 4)}
+
+def graph_summary(rows: pd.DataFrame # `build_graphs` rows of some patients
+                 ) -> dict:
+    "Graphs built and failed, median habitats and supervoxels, single-habitat fraction."
+    ok = rows[rows.status != "failed"]
+    return {"built": int(len(ok)), "failed": rows[rows.status == "failed"].set_index("patient_id").error.to_dict(),
+            **habitat_stats(ok.n_coarse), "median_supervoxels": float(ok.n_fine.median())}
+
 # %% ../nbs/19_demo.ipynb #ab3dd428
 def _phantoms(lay: DemoLayout, cfg: DemoConfig, site: str, n: int, seed: int) -> dict:
     cases = simulate_cohort(n, site, seed=seed, out_dir=lay.data(site), zoom=cfg.zoom, overwrite=True)
@@ -144,8 +185,14 @@ def _phantoms(lay: DemoLayout, cfg: DemoConfig, site: str, n: int, seed: int) ->
             "idh": lab.idh.value_counts().to_dict(), "codel": {str(k): int(v) for k, v in lab.codel.value_counts().items()},
             "grade": {str(k): int(v) for k, v in lab.grade.value_counts().items()}}
 
-def _vqvae(lay: DemoLayout, cfg: DemoConfig) -> dict:
+def _splits(lay: DemoLayout, cfg: DemoConfig) -> dict:
     cases = read_manifest(lay.manifest("internal"))
+    sp = split_cohort(cases, seed=cfg.seed)
+    save_splits(sp, lay.splits)
+    return {"splits": str(lay.splits.relative_to(lay.root)), **{s: int((sp.split == s).sum()) for s in ("train", "val", "test")}}
+
+def _vqvae(lay: DemoLayout, cfg: DemoConfig) -> dict:
+    cases = training_cases(read_manifest(lay.manifest("internal")), load_splits(lay.splits), lay.splits)
     vcfg = VQVAEConfig(resample_tr_s=1.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HiperfWarning)
@@ -154,24 +201,26 @@ def _vqvae(lay: DemoLayout, cfg: DemoConfig) -> dict:
     model, hist = train_vqvae(bank, vcfg, epochs=cfg.vq_epochs, seed=cfg.seed, device="cpu")
     save_vqvae(model, lay.vqvae, hist)
     last = hist[-1]
-    return {"curves": len(bank), "failed": failed, "loss": round(last["loss"], 5), "recon_loss": round(last["recon_loss"], 5),
+    return {"patients": bank.n_cases, "curves": len(bank), "failed": failed, "loss": round(last["loss"], 5), "recon_loss": round(last["recon_loss"], 5),
             "usage": last["usage"], "perplexity": round(last["perplexity"], 4)}
 
 def _graphs(lay: DemoLayout, cfg: DemoConfig) -> dict:
     vq = load_vqvae(lay.vqvae)
+    sp = load_splits(lay.splits)
     res = {}
     for site in ("internal", "external"):
-        df = build_graphs(read_manifest(lay.manifest(site)), vq, lay.graphs(site),
-                          GraphConfig(supervoxel_voxels=cfg.supervoxel_voxels), n_jobs=1)
-        ok = df[df.status != "failed"]
-        res[site] = {"built": int(len(ok)), "failed": df[df.status == "failed"].set_index("patient_id").error.to_dict(),
-                     "median_habitats": float(ok.n_coarse.median()), "median_supervoxels": float(ok.n_fine.median())}
+        df = build_graphs(read_manifest(lay.manifest(site)), vq, lay.graphs(site), graph_config(cfg), n_jobs=1)
+        res[site] = graph_summary(df)
+        if site == "internal": res["internal_test"] = graph_summary(df[df.patient_id.isin(sp.patient_id[sp.split == "test"])])
     return res
 
 def _hgnn(lay: DemoLayout, cfg: DemoConfig) -> dict:
     tc = TrainConfig(epochs=cfg.hgnn_epochs, patience=cfg.patience, seed=cfg.seed, device="cpu")
-    res = run_benchmark(lay.graphs("internal"), lay.hgnn.root, ("idh",), cfg.hgnn_models,
-                        external_dir=lay.graphs("external"), config=tc, n_boot=cfg.n_boot, seed=cfg.seed)
+    sp = load_splits(lay.splits)
+    built = pd.read_csv(lay.graphs("internal") / "graphs.csv", dtype={"patient_id": str}).patient_id
+    sp = sp[sp.patient_id.isin(built)]  # a patient whose graph failed can be neither trained on nor evaluated
+    res = run_benchmark(lay.graphs("internal"), lay.hgnn.root, ("idh",), cfg.hgnn_models, external_dir=lay.graphs("external"),
+                        splits=sp, config=tc, n_boot=cfg.n_boot, seed=cfg.seed)
     atomic_write_bytes(lay.figure("hgnn_roc_idh"), figure_png(plot_roc(lay.hgnn.root, "idh")))
     metrics = {}
     for (model, ds), g in res.groupby(["model", "dataset"]):
@@ -249,14 +298,41 @@ def figure_data(path: Path, # a PNG
     src = f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" if path.exists() else None
     return {"src": src, "caption": caption}
 
+# %% ../nbs/19_demo.ipynb #8c291aed
+HIERARCHY_MIN_PERPLEXITY = 1.5 # codebook perplexity below this: about one code sequence in use
+HIERARCHY_MIN_HABITATS = 1 # a median of this many habitats per tumour or fewer: no coarse graph to speak of
+GRAPH_GROUPS = {"internal_test": "internal test", "external": "external"} # graph groups the report judges the hierarchy on
+
+def hierarchy_problems(vqvae: dict, # the `vqvae` stage's results (`perplexity`)
+                       graphs: dict # the `graphs` stage's results (`median_habitats` of each `GRAPH_GROUPS` key)
+                      ) -> list[str]:
+    "Why the perfusion hierarchy is degenerate, one sentence per reason (empty when it is not)."
+    out = []
+    if vqvae["perplexity"] < HIERARCHY_MIN_PERPLEXITY:
+        out.append(f"codebook perplexity {vqvae['perplexity']:.2f} is below {HIERARCHY_MIN_PERPLEXITY}: the VQ-VAE uses about one code sequence")
+    for key, name in GRAPH_GROUPS.items():
+        m = graphs[key]["median_habitats"]
+        if m <= HIERARCHY_MIN_HABITATS:
+            out.append(f"the median {name} tumour has {m:g} habitat(s): most coarse graphs are a single node without edges")
+    return out
+
 # %% ../nbs/19_demo.ipynb #8e8a142c
 def _report_imaging(results: dict) -> dict:
-    "Phantom cohorts, VQ-VAE and graphs."
+    "Phantom cohorts, the split, VQ-VAE codes (with what makes the hierarchy degenerate) and graphs."
     ph = pd.DataFrame({s: {"patients": results[f"phantom_{s}"]["n"], **{f"IDH {k}": v for k, v in results[f"phantom_{s}"]["idh"].items()},
                            **{f"grade {k}": v for k, v in sorted(results[f"phantom_{s}"]["grade"].items())},
                            "1p/19q codeleted": results[f"phantom_{s}"]["codel"].get("1", 0)} for s in ("internal", "external")}).fillna(0).astype(int)
-    gr = pd.DataFrame(results["graphs"]).T.drop(columns="failed")
-    return {"phantoms": table_data(ph), "vqvae": results["vqvae"], "graphs": table_data(gr)}
+    vq, gr = results["vqvae"], results["graphs"]
+    codes = {"codebook usage": f"{vq['usage']:.0%}", "perplexity": f"{vq['perplexity']:.2f}"}
+    for key, name in GRAPH_GROUPS.items():
+        codes[f"median habitats per tumour, {name}"] = f"{gr[key]['median_habitats']:g}"
+    for key, name in GRAPH_GROUPS.items():
+        codes[f"single-habitat tumours, {name}"] = f"{gr[key]['single_habitat_fraction']:.0%}"
+    groups = {"internal": "internal", **GRAPH_GROUPS}  # in this order: a resumed stage's record has its keys sorted
+    graphs = pd.DataFrame({name: gr[k] for k, name in groups.items()}).T[["built", "median_habitats", "single_habitat_fraction", "median_supervoxels"]]
+    return {"phantoms": table_data(ph), "splits": results["splits"], "vqvae": vq,
+            "codes": table_data(pd.DataFrame({"value": codes}).rename_axis("VQ-VAE codes")),
+            "degenerate": hierarchy_problems(vq, gr), "graphs": table_data(graphs)}
 
 def _report_hgnn(lay: DemoLayout, results: dict) -> dict:
     "HiPerfGNN's AUCs with CIs, the benchmark's table, AUCs next to the paper's, ROC curves."
@@ -338,12 +414,15 @@ def run_demo(out: str | Path | None = None, # demo folder (default: resume the n
     log(f"hiperf demo ({demo_mode(cfg).lower()}) -> {lay.root}")
     seed_everything(cfg.seed)
     results, timings = {}, {}
+    vq_opts = dict(epochs=cfg.vq_epochs, per_case=cfg.vq_curves_per_case, n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed, patients="train")
+    upstream = {**cfg.to_dict(), "vq": vq_opts, "graph": graph_config(cfg).to_dict()}  # what the trained models depend on
     stages = [("phantom_internal", dict(n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed), lambda: _phantoms(lay, cfg, "internal", cfg.n_internal, cfg.seed), (lay.data("internal"),)),
               ("phantom_external", dict(n=cfg.n_external, zoom=cfg.zoom, seed=cfg.seed + 1), lambda: _phantoms(lay, cfg, "external", cfg.n_external, cfg.seed + 1), (lay.data("external"),)),
-              ("vqvae", dict(epochs=cfg.vq_epochs, per_case=cfg.vq_curves_per_case, n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed), lambda: _vqvae(lay, cfg), (lay.models,)),
-              ("graphs", dict(n=(cfg.n_internal, cfg.n_external), zoom=cfg.zoom, vq=(cfg.vq_epochs, cfg.vq_curves_per_case), supervoxel_voxels=cfg.supervoxel_voxels, seed=cfg.seed), lambda: _graphs(lay, cfg), (lay.graph_root,)),
-              ("hgnn", dict(models=cfg.hgnn_models, epochs=cfg.hgnn_epochs, patience=cfg.patience, n_boot=cfg.n_boot, upstream=cfg.to_dict()), lambda: _hgnn(lay, cfg), (lay.hgnn.root,)),
-              ("saliency", dict(upstream=cfg.to_dict()), lambda: _saliency(lay, cfg), (lay.saliency,)),
+              ("splits", dict(n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed), lambda: _splits(lay, cfg), ()),
+              ("vqvae", vq_opts, lambda: _vqvae(lay, cfg), (lay.models,)),
+              ("graphs", dict(n=(cfg.n_internal, cfg.n_external), zoom=cfg.zoom, vq=vq_opts, graph=upstream["graph"], seed=cfg.seed), lambda: _graphs(lay, cfg), (lay.graph_root,)),
+              ("hgnn", dict(models=cfg.hgnn_models, epochs=cfg.hgnn_epochs, patience=cfg.patience, n_boot=cfg.n_boot, upstream=upstream), lambda: _hgnn(lay, cfg), (lay.hgnn.root,)),
+              ("saliency", dict(upstream=upstream), lambda: _saliency(lay, cfg), (lay.saliency,)),
               ("lunar", dict(quick=cfg.lunar_quick, seed=cfg.seed), lambda: _lunar(lay, cfg), (lay.lunar,))]
     for name, opts, fn, outputs in stages:
         results[name] = run_stage(lay.root, name, opts, fn, force=force, log=log, outputs=outputs)

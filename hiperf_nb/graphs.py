@@ -43,10 +43,10 @@ DELTA_UNITS = ("voxels", "mm")
 
 @dataclass
 class GraphConfig(Config):
-    "Options of hierarchical graph construction (defaults: the paper's k=5, delta_max=15 voxels)."
+    "Options of hierarchical graph construction (defaults: the paper's k=5, delta_max=15 voxels of its ~1 mm grid = 15 mm)."
     k: int = 5 # neighbours per node (kNN)
-    delta_max: float = 15.0 # longest edge
-    delta_unit: str = "voxels" # "voxels" (paper) or "mm"
+    delta_max: float = 15.0 # longest edge, in delta_unit (paper: 15 voxels of about 1 mm)
+    delta_unit: str = "mm" # "mm", or "voxels" (of the smallest voxel side)
     supervoxel_voxels: int = 125 # target supervoxel size: n_segments = ceil(habitat voxels / this)
     compactness: float = 0.1 # SLIC compactness (intensities are z-scored in the brain)
     slic_max_iter: int = 10 # SLIC iterations

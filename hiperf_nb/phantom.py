@@ -6,29 +6,28 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SITES', 'AIF_PEAK_MM', 'R2V_3T', 'R1', 'HCT', 'TEMPLATE_SPACING_MM', 'TISSUES', 'RCBV_PRIORS', 'KINETIC_PRIORS',
-           'NORMAL', 'CONTRAST', 'T1_S_3T', 'FIT_PARAMS', 'COHORT_MIX', 'Protocol', 'site_protocol', 'real_aif',
-           'gamma_variate', 'fit_gamma_variate', 'aif_curve', 'tissue_concentrations', 'spgr', 'dsc_signal', 'rician',
-           'brain_template', 'smooth_field', 'tissue_map', 'subtype', 'tumour_habitats', 'PhantomCase', 'simulate_case',
-           'real_tissue_curves', 'fit_tissue_curve', 'write_phantom_case', 'cohort_labels', 'simulate_cohort']
+__all__ = ['SITES', 'TEMPLATE_SPACING_MM', 'TISSUES', 'PHENOTYPES', 'PHENOTYPE_RATES', 'CORE_ML', 'OEDEMA_RATIO', 'SUBVOXEL_MM',
+           'RCBV_PRIORS', 'HABITAT_KINETICS', 'R2E_MAX', 'NORMAL', 'CONTRAST', 'T1_S_3T', 'FIELD_NAMES', 'VOXEL_REF_ML',
+           'COHORT_MIX', 'Protocol', 'site_protocol', 'brain_template', 'brain_depth', 'smooth_field', 'tissue_map',
+           'subtype', 'draw_phenotype', 'tumour_fractions', 'voxel_fields', 'patient_physiology',
+           'compartment_parameters', 'PhantomCase', 'voxel_compartments', 'patient_anatomy', 'simulate_case',
+           'write_phantom_case', 'cohort_labels', 'iter_cohort', 'simulate_cohort']
 
 # %% ../nbs/04_phantom.ipynb #9fe591ef
 import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 # %% ../nbs/04_phantom.ipynb #e0fe0e22
 import nibabel as nib
 import numpy as np
-import scipy.io as sio
-from scipy import ndimage, optimize
+from scipy import ndimage, special
 
 # %% ../nbs/04_phantom.ipynb #4c37cde7
 from .core import InputError, Config, data_path, progress
 from .io import Case, LoadedCase, write_manifest, save_nifti, STRUCTURAL_CHANNELS
-from .dsc import baseline_window
+from .dsc import HCT, R1, R2V_3T, aif_curve, kinetic_tables, rician, spgr
 
 # %% ../nbs/04_phantom.ipynb #885b13d0
 @dataclass
@@ -39,7 +38,8 @@ class Protocol(Config):
     frames: int = 60 # number of time points T (clinical protocols: 45-60)
     flip_deg: float = 60.0 # excitation flip angle, degrees (sets the T1 weighting of leakage)
     arrival_s: tuple = (14.0, 22.0) # range of bolus arrival times after the first frame, seconds
-    snr: float = 80.0 # baseline white-matter signal / noise standard deviation
+    snr: float = 60.0 # thermal SNR of the white-matter baseline in a 1.8 x 1.8 x 5 mm voxel (scales with voxel volume)
+    physio_noise: float = 0.01 # physiological noise as a fraction of the signal (Krueger & Glover 2001: lambda)
     preload: bool = True # a pre-load dose was given (reduces T1 leakage effects, Boxerman 2020 consensus)
     orientation: str = "RAS" # voxel axis orientation written to the NIfTI affine ("RAS" or "LAS")
     field_t: float = 3.0 # main field, tesla (susceptibility relaxivity scales about linearly with it)
@@ -53,6 +53,7 @@ class Protocol(Config):
         if not isinstance(self.frames, (int, np.integer)) or self.frames < 20:
             raise InputError(f"Protocol.frames must be an integer >= 20, got {self.frames!r}")
         if not 0 < self.flip_deg <= 90: raise InputError(f"Protocol.flip_deg must be in (0, 90], got {self.flip_deg}")
+        if not 0 <= self.physio_noise <= 0.2: raise InputError(f"Protocol.physio_noise must be in [0, 0.2], got {self.physio_noise}")
         self.arrival_s = tuple(float(a) for a in self.arrival_s)
         if len(self.arrival_s) != 2 or not 0 <= self.arrival_s[0] <= self.arrival_s[1]:
             raise InputError(f"Protocol.arrival_s must be (lo, hi) with 0 <= lo <= hi, got {self.arrival_s}")
@@ -63,9 +64,9 @@ class Protocol(Config):
 
 # %% ../nbs/04_phantom.ipynb #4c589be7
 SITES = {
-    "internal": Protocol(tr_s=1.5, te_s=0.030, frames=60, flip_deg=60.0, arrival_s=(14.0, 22.0), snr=80.0,
+    "internal": Protocol(tr_s=1.5, te_s=0.030, frames=60, flip_deg=60.0, arrival_s=(14.0, 22.0), snr=60.0, physio_noise=0.01,
                          preload=True, orientation="RAS", field_t=3.0),
-    "external": Protocol(tr_s=1.8, te_s=0.045, frames=45, flip_deg=90.0, arrival_s=(10.0, 16.0), snr=50.0,
+    "external": Protocol(tr_s=1.8, te_s=0.045, frames=45, flip_deg=90.0, arrival_s=(10.0, 16.0), snr=30.0, physio_noise=0.008,
                          preload=False, orientation="LAS", field_t=1.5),
 }
 
@@ -76,173 +77,13 @@ def site_protocol(site: str | Protocol # "internal", "external" or a `Protocol`
     if site not in SITES: raise InputError(f"site must be one of {sorted(SITES)} or a Protocol, got {site!r}")
     return SITES[site]
 
-# %% ../nbs/04_phantom.ipynb #87e302c2
-@lru_cache(maxsize=1)
-def real_aif() -> tuple:
-    "The real arterial concentration curve of `dsc/dsc_toolbox_aif_conc.mat`: `(t_s, conc)` (TR 1.55 s, 80 frames)."
-    c = sio.loadmat(data_path("dsc", "dsc_toolbox_aif_conc.mat"))["aif_conc"].ravel().astype(float)
-    t = np.arange(len(c)) * 1.55
-    return t, c
-
-# %% ../nbs/04_phantom.ipynb #93da6128
-def gamma_variate(t, # times, seconds
-                  t0, # bolus arrival, seconds
-                  alpha, # shape exponent
-                  beta, # time scale, seconds
-                  amp # amplitude
-                 ) -> np.ndarray:
-    "Gamma-variate bolus `amp * x**alpha * exp(-x/beta)` with `x = t - t0` (0 before `t0`)."
-    x = np.clip(np.asarray(t, float) - t0, 0, None)
-    return amp * x ** alpha * np.exp(-x / beta)
-
-# %% ../nbs/04_phantom.ipynb #43fb02a0
-def fit_gamma_variate(t, # sample times, seconds
-                      c, # concentration curve
-                      upto=None # last sample of the first pass (default: where it falls below 25 % of the peak)
-                     ) -> dict:
-    "Least-squares gamma-variate fit to the first pass of curve `c` (up to its minimum after the peak)."
-    t = np.asarray(t, float); c = np.asarray(c, float)
-    ip = int(np.argmax(c))
-    if upto is None:
-        after = c[ip:]; upto = ip + int(np.argmax(after < 0.25 * c[ip])) if (after < 0.25 * c[ip]).any() else len(c)
-    sel = slice(0, upto)
-    t0 = t[max(np.flatnonzero(c[:ip] < 0.05 * c[ip])[-1] if (c[:ip] < 0.05 * c[ip]).any() else 0, 0)]
-    p0 = [t0, 3.0, 1.5, c[ip] / (3 * 1.5) ** 3 * np.exp(3)]
-    p, _ = optimize.curve_fit(gamma_variate, t[sel], c[sel], p0=p0, maxfev=20000,
-                              bounds=([t[0] - 5, 0.5, 0.2, 0], [t[ip], 10, 10, np.inf]))
-    return dict(zip(("t0", "alpha", "beta", "amp"), map(float, p)))
-
-# %% ../nbs/04_phantom.ipynb #2dcd0009
-AIF_PEAK_MM = 8.0
-
-# %% ../nbs/04_phantom.ipynb #ab0bb9a3
-def aif_curve(t, # times, seconds from the first frame
-              arrival_s=0.0, # bolus arrival time, seconds
-              kind="real", # "real" (the measured curve) or "gamma" (fitted gamma variate + recirculation + plateau)
-              width=1.0, # time stretch (cardiac output, injection rate); area is kept
-              dose=1.0 # dose scale
-             ) -> np.ndarray:
-    "Arterial concentration (mM) at times `t`: the real AIF (or its gamma-variate model) shifted to `arrival_s`."
-    tr, cr = real_aif()
-    t0r = 14 * 1.55 - 1.55 * 0.5  # frame before the first non-zero sample of the real AIF
-    if kind == "real":
-        tt = (np.asarray(t, float) - arrival_s) / width + t0r
-        tail_tau = 60.0
-        c = np.interp(tt, tr, cr, left=0.0, right=np.nan)
-        late = np.isnan(c)
-        if late.any(): c[late] = cr[-1] * np.exp(-(tt[late] - tr[-1]) / tail_tau)
-    elif kind == "gamma":
-        g = _gamma_model()
-        tt = (np.asarray(t, float) - arrival_s) / width - g["t0"]
-        c = (gamma_variate(tt, 0, g["alpha"], g["beta"], g["amp"])
-             + gamma_variate(tt, g["recirc_s"], g["alpha"], g["beta"], g["amp"] * g["recirc_frac"])
-             + g["ss"] * (1 - np.exp(-np.clip(tt - g["recirc_s"], 0, None) / 6.0)) * np.exp(-np.clip(tt, 0, None) / 90.0))
-    else: raise InputError(f"kind must be 'real' or 'gamma', got {kind!r}")
-    return c / cr.max() * AIF_PEAK_MM * dose / width
-
-# %% ../nbs/04_phantom.ipynb #c076b0cf
-@lru_cache(maxsize=1)
-def _gamma_model():
-    tr, cr = real_aif()
-    g = fit_gamma_variate(tr, cr)
-    t0r = 14 * 1.55 - 1.55 * 0.5
-    first = gamma_variate(tr, g["t0"], g["alpha"], g["beta"], g["amp"])
-    resid = cr - first
-    late = tr > g["t0"] + 20
-    return {"alpha": g["alpha"], "beta": g["beta"], "amp": g["amp"], "recirc_s": 12.0 + (g["t0"] - t0r) * 0,
-            "recirc_frac": 0.12, "ss": float(np.median(resid[late][:10])), "t0": g["t0"] - t0r}
-
-# %% ../nbs/04_phantom.ipynb #bb8816f0
-R2V_3T = 87.0  # intravascular-contrast susceptibility relaxivity per tissue concentration, 1/(mM s) at 3 T
-R1 = 4.0       # T1 relaxivity of Gd in tissue, 1/(mM s)
-HCT = 0.45     # large-vessel haematocrit
-
-# %% ../nbs/04_phantom.ipynb #2f37ee7b
-def tissue_concentrations(t_s, # (T,) frame times, seconds, evenly spaced
-                          aif_fn, # callable: times -> arterial concentration (mM)
-                          cbv, # (n,) blood volume, ml/100ml
-                          cbf, # (n,) blood flow, ml/100ml/min
-                          delay_s, # (n,) extra arrival delay, seconds
-                          disp_s, # (n,) dispersion time constant, seconds
-                          ktrans, # (n,) transfer constant, 1/min (0: intact barrier)
-                          kep, # (n,) back-flux rate, 1/min
-                          dt=0.1 # integration step, seconds (exact exponential updates)
-                         ) -> tuple:
-    """Vascular and extravascular concentration (mM) at times `t_s` for voxel parameter vectors.
-    Returns `(cv (n, T), ce (n, T))`."""
-    t_s = np.asarray(t_s, float)
-    cbv, cbf, delay_s, disp_s, ktrans, kep = (np.asarray(a, np.float64) for a in np.broadcast_arrays(cbv, cbf, delay_s, disp_s, ktrans, kep))
-    n = cbv.size
-    mtt = np.where(cbf > 0, cbv / np.maximum(cbf, 1e-9) * 60, 1.0)  # ml/100ml over ml/100ml/min -> seconds
-    # fine grid that hits every frame time exactly
-    tr = t_s[1] - t_s[0] if len(t_s) > 1 else 1.0
-    m = max(1, int(math.ceil(tr / dt))); h = tr / m
-    K = (len(t_s) - 1) * m + 1
-    tf = t_s[0] + np.arange(K) * h
-    pad = int(math.ceil((delay_s.max() + 1) / h)) + 2
-    grid = tf[0] - pad * h + np.arange(K + pad + 2) * h
-    a = aif_fn(grid)
-    pos_off = pad - delay_s / h  # fractional index of t - delay into `a`, minus k
-    a_d = np.exp(-h / np.maximum(disp_s, 1e-6)); a_r = np.exp(-h / np.maximum(mtt, 1e-6))
-    a_e = np.exp(-h * kep / 60)  # ktrans and kep per minute
-    g_e = np.where(kep > 0, ktrans / np.maximum(kep, 1e-12) * (1 - a_e), ktrans / 60 * h)
-    y_d = np.zeros(n); y_r = np.zeros(n); y_e = np.zeros(n)
-    cv = np.empty((n, len(t_s)), np.float32); ce = np.empty((n, len(t_s)), np.float32)
-    i0 = np.floor(pos_off).astype(np.int64); w = pos_off - i0
-    for k in range(K):
-        u = a[i0 + k] * (1 - w) + a[i0 + k + 1] * w
-        y_d = a_d * y_d + (1 - a_d) * u
-        y_r = a_r * y_r + (1 - a_r) * y_d
-        y_e = a_e * y_e + g_e * y_d / (1 - HCT)
-        if k % m == 0:
-            cv[:, k // m] = cbv / 100 * y_r; ce[:, k // m] = y_e
-    return cv, ce
-
-# %% ../nbs/04_phantom.ipynb #46d1cb71
-def spgr(r1, # longitudinal relaxation rate, 1/s
-         tr_s, # repetition time, s
-         flip_deg # flip angle, degrees
-        ):
-    "Steady-state spoiled gradient-echo T1 factor `sin(a)(1-E1)/(1-cos(a)E1)`."
-    e1 = np.exp(-tr_s * r1); a = np.deg2rad(flip_deg)
-    return np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1)
-
-# %% ../nbs/04_phantom.ipynb #fd3ebdb3
-def dsc_signal(cv, # (n, T) vascular concentration, mM (tissue-averaged)
-               ce, # (n, T) extravascular leaked concentration, mM
-               s0, # (n,) pre-contrast signal
-               te_s, # echo time, s
-               tr_s, # repetition time, s
-               flip_deg, # flip angle, degrees
-               r10, # (n,) pre-contrast R1, 1/s
-               r2v=R2V_3T, # susceptibility relaxivity of intravascular contrast, 1/(mM s)
-               r2e=0.0, # T2* relaxivity of leaked contrast, 1/(mM s)
-               r1=R1, # T1 relaxivity, 1/(mM s)
-               exchange=0.0 # fraction of the intravascular T1 effect seen by tissue water (0: slow exchange across the BBB)
-              ) -> np.ndarray:
-    "Gradient-echo DSC signal: `S0 * SPGR(R10 + r1 (x Cv + Ce))/SPGR(R10) * exp(-TE (r2v Cv + r2e Ce))`."
-    s0 = np.asarray(s0, np.float64)[..., None]; r10 = np.asarray(r10, np.float64)[..., None]
-    t1f = spgr(r10 + r1 * (exchange * cv + ce), tr_s, flip_deg) / spgr(r10, tr_s, flip_deg)
-    r2e = np.asarray(r2e, np.float64)
-    if r2e.ndim: r2e = r2e[..., None]
-    return s0 * t1f * np.exp(-te_s * (r2v * cv + r2e * ce))
-
-# %% ../nbs/04_phantom.ipynb #c4cdea3e
-def rician(signal, # noise-free magnitude
-           sigma, # noise standard deviation per channel
-           rng # numpy Generator
-          ) -> np.ndarray:
-    "Magnitude of the signal plus complex Gaussian noise of standard deviation `sigma` (Rician statistics)."
-    s = np.asarray(signal, np.float64)
-    return np.hypot(s + rng.normal(0, sigma, s.shape), rng.normal(0, sigma, s.shape))
-
 # %% ../nbs/04_phantom.ipynb #c9a838c1
 TEMPLATE_SPACING_MM = (1.8, 1.8, 5.0)
 TISSUES = {0: "background", 1: "csf", 2: "grey_matter", 3: "white_matter", 4: "artery"}
 
 # %% ../nbs/04_phantom.ipynb #2ccad0f7
 @lru_cache(maxsize=4)
-def brain_template(zoom: int = 2 # in-plane block-downsampling factor of the 1.8 mm grid
+def brain_template(zoom: int = 1 # in-plane block-downsampling factor of the 1.8 mm grid
                   ) -> tuple:
     "Real brain mask and MCA/sinus ROI of a DSC exam, block-downsampled in-plane by `zoom`, cropped: `(brain, artery, spacing_mm)`."
     if zoom not in (1, 2, 3, 4): raise InputError(f"zoom must be 1, 2, 3 or 4, got {zoom!r}")
@@ -257,24 +98,32 @@ def brain_template(zoom: int = 2 # in-plane block-downsampling factor of the 1.8
     sp = (TEMPLATE_SPACING_MM[0] * zoom, TEMPLATE_SPACING_MM[1] * zoom, TEMPLATE_SPACING_MM[2])
     return bd[sl].copy(), (vd & bd)[sl].copy(), sp
 
+@lru_cache(maxsize=4)
+def brain_depth(zoom: int = 1 # as for `brain_template`
+               ) -> np.ndarray:
+    "Distance (mm) of every template brain voxel to the brain surface (cached: every patient shares the template)."
+    brain, _, sp = brain_template(zoom)
+    return ndimage.distance_transform_edt(brain, sampling=sp)
+
 # %% ../nbs/04_phantom.ipynb #e29e7e66
 def smooth_field(shape, # grid shape
                  sigma_vox, # smoothing per axis, voxels
                  rng # numpy Generator
                 ) -> np.ndarray:
     "Zero-mean, unit-variance Gaussian random field smoothed with `sigma_vox` (a per-axis tuple)."
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma_vox, mode="reflect")
+    f = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_vox, mode="reflect")
     return (f - f.mean()) / max(f.std(), 1e-9)
 
 # %% ../nbs/04_phantom.ipynb #ccbfa999
 def tissue_map(brain, # bool brain mask
                artery, # bool arterial voxels
                spacing_mm, # voxel size
-               rng # numpy Generator
+               rng, # numpy Generator
+               depth=None # distance to the brain surface, mm (`brain_depth`; computed when None)
               ) -> tuple:
     "CSF / grey / white matter / artery labels inside `brain`: cortical ribbon, sulcal CSF, ventricles, deep grey nuclei."
     sp = np.asarray(spacing_mm, float)
-    depth = ndimage.distance_transform_edt(brain, sampling=sp)
+    if depth is None: depth = ndimage.distance_transform_edt(brain, sampling=sp)
     tis = np.where(brain, 3, 0).astype(np.uint8)
     f = smooth_field(brain.shape, (1.5, 1.5, 0.8), rng)
     ribbon = depth < 4.5 + 1.5 * f
@@ -300,54 +149,97 @@ def subtype(idh, # "wildtype" or "mutant"
     if idh == "wildtype": return "gbm"
     return "oligodendroglioma" if codel else "astrocytoma"
 
-# %% ../nbs/04_phantom.ipynb #b73b1d6a
-def tumour_habitats(tissue, # tissue label map
-                    g, # (X, Y, Z, 3) voxel coordinates, mm
-                    spacing_mm, # voxel size
-                    idh, # "wildtype" or "mutant"
-                    codel, # 1p/19q codeleted?
-                    grade, # WHO grade
-                    rng # numpy Generator
-                   ) -> tuple:
-    "Habitat label map (1 enhancing, 2 necrosis, 3 non-enhancing, 4 oedema) of one tumour, and the tumour's hemisphere sign."
-    brain = tissue > 0
-    kind = subtype(idh, codel, grade)
-    sp = np.asarray(spacing_mm, float)
-    c_brain = g[brain].mean(0)
-    depth = ndimage.distance_transform_edt(brain, sampling=sp)
-    core_r = rng.uniform(11, 20) if grade == 4 else rng.uniform(11, 22)
-    oed = {4: rng.uniform(0.25, 0.6), 3: rng.uniform(0.1, 0.4), 2: rng.uniform(0.0, 0.25)}[grade]
-    if kind == "oligodendroglioma": want_depth = (core_r * 0.5, core_r * 1.0)  # cortical-subcortical (frontal) oligodendrogliomas
-    else: want_depth = (core_r * 0.8, core_r * 2.0)
-    side = rng.choice([-1, 1])
-    ok = brain & (depth >= want_depth[0]) & (depth <= want_depth[1]) & ((g[..., 0] - c_brain[0]) * side > 12) & (tissue != 1)
-    cand = np.argwhere(ok)
-    if not len(cand): cand = np.argwhere(brain & ((g[..., 0] - c_brain[0]) * side > 5))
-    centre = g[tuple(cand[rng.integers(len(cand))])]
-    axes = core_r * rng.uniform(0.75, 1.25, 3); axes[2] *= rng.uniform(0.8, 1.1)
-    rho = np.sqrt((((g - centre) / axes) ** 2).sum(-1)) + 0.22 * smooth_field(brain.shape, (1.2, 1.2, 0.6), rng)
-    hab = np.zeros(brain.shape, np.uint8)
-    hab[rho <= 1 + oed] = 4
-    hab[rho <= 1.0] = 3
-    patch = smooth_field(brain.shape, (1.0, 1.0, 0.5), rng)
-    if grade == 4:
-        nec_p = {"gbm": 0.95, "astrocytoma": 0.7}.get(kind, 0.0)
-        nec = rng.uniform(0.3, 0.6) if rng.random() < nec_p else 0.0
-        rim = nec + rng.uniform(0.15, 0.35)
-        enh = (rho <= rim) & (rho > nec) & (patch > rng.uniform(-1.6, -0.4))  # thick, irregular, sometimes incomplete rim
-        hab[enh] = 1
-        hab[rho <= nec] = 2
-    else:
-        p_enh = {("astrocytoma", 3): 0.35, ("astrocytoma", 2): 0.08, ("oligodendroglioma", 3): 0.55,
-                 ("oligodendroglioma", 2): 0.15}[(kind, grade)]
-        if rng.random() < p_enh:  # patchy, faint enhancement foci
-            hab[(rho <= 0.8) & (patch > rng.uniform(1.0, 1.8))] = 1
-    hab[~brain] = 0
-    hab[tissue == 4] = 0
-    if not (hab > 0).any(): hab[tuple(cand[0])] = 3
-    return hab, side, centre
+# %% ../nbs/04_phantom.ipynb #dff2b170
+PHENOTYPES = ("necrotic", "enhancing", "non_enhancing")
+# P(phenotype | WHO family, grade), in PHENOTYPES order; sources in the prose above
+PHENOTYPE_RATES = {
+    ("gbm", 4): (0.80, 0.10, 0.10),
+    ("astrocytoma", 4): (0.60, 0.25, 0.15),
+    ("astrocytoma", 3): (0.05, 0.40, 0.55),
+    ("astrocytoma", 2): (0.00, 0.15, 0.85),
+    ("oligodendroglioma", 3): (0.10, 0.50, 0.40),
+    ("oligodendroglioma", 2): (0.00, 0.30, 0.70),
+}
+CORE_ML = {"necrotic": (35.0, 1.8), "enhancing": (25.0, 1.9), "non_enhancing": (30.0, 2.0)} # core volume: lognormal median ml, geometric sd
+OEDEMA_RATIO = {"necrotic": (0.6, 2.0), "enhancing": (0.3, 1.2), "non_enhancing": (0.0, 0.4)} # oedema / core volume: uniform range
+SUBVOXEL_MM = (0.9, 0.9, 2.5) # geometry is drawn on this grid, then averaged to partial-volume fractions
 
-# %% ../nbs/04_phantom.ipynb #197f3485
+def draw_phenotype(kind: str, # WHO family ("gbm", "astrocytoma", "oligodendroglioma")
+                   grade: int, # WHO grade
+                   rng # numpy Generator
+                  ) -> str:
+    "Structural phenotype of a tumour, drawn with the rates of `PHENOTYPE_RATES`."
+    return PHENOTYPES[rng.choice(len(PHENOTYPES), p=PHENOTYPE_RATES[(kind, grade)])]
+
+# %% ../nbs/04_phantom.ipynb #7d5e048f
+def _tumour_site(tissue, sp, depth, r_mm, kind, rng) -> tuple:
+    "Centre (mm) of a tumour of radius `r_mm`, away from the midline and at a depth typical of its family, and its hemisphere."
+    brain = tissue > 0
+    xyz = np.indices(brain.shape).reshape(3, -1).T * sp
+    mid = xyz[brain.ravel()].mean(0)[0]
+    side = int(rng.choice([-1, 1]))
+    want = (r_mm * 0.5, r_mm * 1.0) if kind == "oligodendroglioma" else (r_mm * 0.7, r_mm * 1.8)  # oligodendrogliomas: cortical
+    ok = brain.ravel() & (depth.ravel() >= want[0]) & (depth.ravel() <= want[1]) & ((xyz[:, 0] - mid) * side > 10) & (tissue.ravel() != 1)
+    cand = np.flatnonzero(ok)
+    if not len(cand): cand = np.flatnonzero(brain.ravel() & ((xyz[:, 0] - mid) * side > 5))
+    return xyz[cand[rng.integers(len(cand))]], side
+
+def _subgrid(lo, hi, sp, sub) -> list:
+    "Sub-voxel centre coordinates (mm) along each axis for the coarse voxels `lo`..`hi`-1."
+    return [((np.arange(l * s, h * s) + 0.5) / s - 0.5) * d for l, h, d, s in zip(lo, hi, sp, sub)]
+
+def tumour_fractions(tissue, # (X, Y, Z) tissue labels (`TISSUES`)
+                     spacing_mm, # voxel size, mm
+                     phenotype: str, # one of `PHENOTYPES`
+                     kind: str, # WHO family (sets the depth: oligodendrogliomas are cortical)
+                     rng, # numpy Generator
+                     depth=None # distance to the brain surface, mm (computed when None)
+                    ) -> tuple:
+    "Partial-volume fractions (X, Y, Z, 4) of habitats 1-4 of one tumour drawn on a sub-voxel grid, and a summary dict."
+    sp = np.asarray(spacing_mm, float)
+    sub = np.maximum(np.rint(sp / np.asarray(SUBVOXEL_MM)), 1).astype(int)
+    if depth is None: depth = ndimage.distance_transform_edt(tissue > 0, sampling=sp)
+    core_ml = float(np.clip(CORE_ML[phenotype][0] * CORE_ML[phenotype][1] ** rng.standard_normal(), 3.0, 150.0))
+    oed_ratio = float(rng.uniform(*OEDEMA_RATIO[phenotype]))
+    r = (3 * core_ml * 1000 / (4 * np.pi)) ** (1 / 3)            # radius of the equivalent sphere, mm
+    oed = (1 + oed_ratio) ** (1 / 3) - 1                          # oedema shell in units of the core radius
+    centre, side = _tumour_site(tissue, sp, depth, r, kind, rng)
+    lobes = []                                                    # 1-3 overlapping ellipsoidal lobes: not a sphere
+    for i in range(int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))):
+        d = rng.standard_normal(3); d /= np.linalg.norm(d)
+        off = 0.0 if i == 0 else rng.uniform(0.3, 0.7) * r
+        lobes.append((centre + off * d * [1, 1, 0.6], r * (1.0 if i == 0 else rng.uniform(0.45, 0.8)) * rng.uniform(0.75, 1.3, 3)))
+    half = max((np.abs(c - centre) + a * (1 + oed) * 1.45).max() for c, a in lobes) + 6
+    lo = np.maximum(np.floor((centre - half) / sp).astype(int), 0)
+    hi = np.minimum(np.ceil((centre + half) / sp).astype(int) + 1, tissue.shape)
+    X, Y, Z = np.meshgrid(*_subgrid(lo, hi, sp, sub), indexing="ij")
+    rho = np.full(X.shape, np.inf, np.float32)                    # ellipsoidal distance: 1 on the core boundary
+    for c, a in lobes: rho = np.minimum(rho, np.sqrt(((X - c[0]) / a[0]) ** 2 + ((Y - c[1]) / a[1]) ** 2 + ((Z - c[2]) / a[2]) ** 2))
+    fine_sp = sp / sub
+    rho += 0.15 * smooth_field(rho.shape, 3.0 / fine_sp, rng)    # irregular boundary (3 mm)
+    lab = np.zeros(rho.shape, np.uint8)
+    lab[rho <= 1 + oed] = 4; lab[rho <= 1.0] = 3
+    patch = smooth_field(rho.shape, 4.0 / fine_sp, rng)
+    if phenotype == "necrotic":                                   # necrotic core in a thick, irregular, sometimes open rim
+        nec = rng.uniform(0.35, 0.7)
+        thick = rng.uniform(0.15, 0.4) * np.exp(0.35 * smooth_field(rho.shape, 5.0 / fine_sp, rng))
+        lab[(rho > nec) & (rho <= nec + thick) & (patch > rng.uniform(-2.0, -0.6))] = 1
+        lab[rho <= nec] = 2
+    elif phenotype == "enhancing":                                # solid or nodular enhancement, no necrosis
+        lab[(rho <= 0.9) & (patch > rng.uniform(0.2, 1.0))] = 1
+    box = tissue[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    allowed = (box >= 2) & (box != 4)                             # parenchyma only: no tumour in CSF or arteries
+    lab[~np.repeat(np.repeat(np.repeat(allowed, sub[0], 0), sub[1], 1), sub[2], 2)] = 0
+    frac = np.zeros(tissue.shape + (4,), np.float32)
+    s = lab.shape
+    for h in range(1, 5):
+        frac[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], h - 1] = (lab == h).reshape(
+            s[0] // sub[0], sub[0], s[1] // sub[1], sub[1], s[2] // sub[2], sub[2]).mean((1, 3, 5))
+    if not frac.any(): frac[tuple((centre / sp).astype(int)) + (2,)] = 1.0
+    return frac, {"phenotype": phenotype, "core_ml": round(core_ml, 2), "oedema_ratio": round(oed_ratio, 3), "lobes": len(lobes),
+                  "centre_mm": [round(float(v), 1) for v in centre], "side": side}
+
+# %% ../nbs/04_phantom.ipynb #b328f89b
 # (rCBV mean, between-patient sd) relative to normal-appearing white matter, from the DSC literature
 # (Law 2008; Lev 2004; Kickingereder 2015; Boxerman 2006): habitat -> subtype/grade
 RCBV_PRIORS = {
@@ -358,8 +250,16 @@ RCBV_PRIORS = {
     ("oligodendroglioma", 3): {1: (3.6, 1.2), 2: (0.5, 0.1), 3: (2.3, 0.7), 4: (1.0, 0.2)},
     ("oligodendroglioma", 2): {1: (2.8, 0.9), 2: (0.5, 0.1), 3: (1.9, 0.6), 4: (1.0, 0.2)},
 }
-# (Ktrans mean 1/min, MTT mean s) per habitat; enhancing tissue is leaky (Ktrans 0.05-0.2/min in DCE studies)
-KINETIC_PRIORS = {1: (0.12, 4.2), 2: (0.0, 8.0), 3: (0.003, 4.8), 4: (0.0, 6.0)}
+# per habitat (1 enhancing, 2 necrosis, 3 non-enhancing, 4 oedema): within-tumour log-sd of CBV, patient means of
+# MTT (s), dispersion (s) and Ktrans (1/min), extra arrival delay (s), and the share of leaky voxels whose T2* effect
+# of leaked agent outweighs its T1 effect (sources in the prose above)
+HABITAT_KINETICS = {
+    1: dict(cbv_sd=0.45, mtt_s=4.0, disp_s=1.5, ktrans=0.12, delay_s=0.0, t2_share=0.5),
+    2: dict(cbv_sd=0.35, mtt_s=7.0, disp_s=3.0, ktrans=0.02, delay_s=1.5, t2_share=0.2),
+    3: dict(cbv_sd=0.35, mtt_s=4.8, disp_s=2.0, ktrans=0.004, delay_s=0.5, t2_share=0.3),
+    4: dict(cbv_sd=0.20, mtt_s=6.0, disp_s=2.5, ktrans=0.0, delay_s=1.0, t2_share=0.0),
+}
+R2E_MAX = 40.0 # 1/(mM s): T2* relaxivity of leaked agent where it dominates (Semmineh 2017 DRO: TRATE)
 NORMAL = {"csf": (0.05, 20.0), "gm": (4.5, 4.8), "wm": (2.0, 5.5)}  # CBV ml/100ml, MTT s
 # relative intensities (white matter = 1) of T1, T1CE, T2, FLAIR and the DSC baseline (T2*-weighted EPI)
 # per tissue (1 CSF, 2 GM, 3 WM, 4 artery) and habitat (+10)
@@ -368,20 +268,80 @@ CONTRAST = {1: (0.35, 0.37, 3.0, 0.25, 1.8), 2: (0.80, 0.82, 1.30, 1.20, 1.15), 
             13: (0.72, 0.74, 1.85, 1.75, 1.35), 14: (0.80, 0.81, 1.8, 1.85, 1.45)}
 T1_S_3T = {1: 4.0, 2: 1.35, 3: 0.85, 4: 1.9, 11: 1.5, 12: 2.4, 13: 1.5, 14: 1.6}
 
-# %% ../nbs/04_phantom.ipynb #d230ff52
+# %% ../nbs/04_phantom.ipynb #42fa6f7f
+FIELD_NAMES = ("cbv", "mtt", "delay", "disp", "ktrans", "r2e")
+
+def voxel_fields(shape, # grid shape (X, Y, Z)
+                 spacing_mm, # voxel size, mm
+                 rng # numpy Generator
+                ) -> dict:
+    "Independent smooth unit-variance random fields (`FIELD_NAMES`), each with a correlation length of 2-6 mm."
+    sp = np.asarray(spacing_mm, float)
+    return {k: smooth_field(shape, rng.uniform(2.0, 6.0) / sp, rng).astype(np.float32) for k in FIELD_NAMES}
+
+def patient_physiology(kind: str, # WHO family
+                       grade: int, # WHO grade
+                       rng # numpy Generator
+                      ) -> dict:
+    "Patient-level draws: normal CBV, per-habitat rCBV/MTT/dispersion/Ktrans/kep, tumour delay range, AIF width and dose."
+    def draw(mean, sd, lo): return max(lo, rng.normal(mean, sd))
+    prior, hab = RCBV_PRIORS[(kind, grade)], {}
+    for h, p in HABITAT_KINETICS.items():
+        share = rng.uniform(0, 2 * p["t2_share"])  # share of T2*-dominant leaky voxels: varies by patient, mean t2_share
+        hab[h] = dict(rcbv=draw(*prior[h], 0.2), mtt_s=draw(p["mtt_s"], 0.8, 2.0), disp_s=p["disp_s"] * np.exp(0.3 * rng.standard_normal()),
+                      ktrans=p["ktrans"] * np.exp(0.6 * rng.standard_normal()), kep=draw(0.6, 0.2, 0.15),
+                      r2e_threshold=float(special.ndtri(1 - share)) if 0 < share < 1 else (np.inf if share == 0 else -np.inf))
+    out = dict(cbv_wm=draw(NORMAL["wm"][0], 0.25, 1.2), gm_ratio=draw(2.2, 0.2, 1.6), artery_pv=rng.uniform(0.06, 0.12),
+               habitats=hab, delay_max_s=rng.uniform(1.0, 4.0), aif_width=rng.uniform(0.85, 1.2), dose=rng.uniform(0.85, 1.15),
+               tumour_t1_scale=rng.uniform(0.8, 2.0), hot_threshold=None, flair_mismatch=kind == "astrocytoma" and rng.random() < 0.4)  # Patel 2017
+    if kind == "oligodendroglioma" or (kind == "gbm" and rng.random() < 0.3):  # patchy hyperperfused foci
+        out.update(hot_threshold=rng.uniform(0.8, 1.3), hot_gain=rng.uniform(1.5, 2.3))
+    return out
+
+def compartment_parameters(comp: np.ndarray, # (n,) compartment of each pair: 0 normal tissue, 1-4 habitats
+                           tissue: np.ndarray, # (n,) tissue label of each pair's voxel
+                           fields: dict, # `voxel_fields` values at each pair's voxel, (n,) each
+                           patient: dict # `patient_physiology`
+                          ) -> dict:
+    "Per-pair CBV (ml/100ml), MTT, dispersion and delay (s), Ktrans and kep (1/min) and leaked-agent T2* relaxivity."
+    n = len(comp); F = fields
+    par = {k: np.zeros(n, np.float32) for k in ("cbv", "mtt", "disp", "delay", "ktrans", "r2e")}
+    par["kep"] = np.full(n, 0.5, np.float32)
+    wm = patient["cbv_wm"]
+    normal = {3: (wm, NORMAL["wm"][1]), 2: (wm * patient["gm_ratio"], NORMAL["gm"][1]), 1: NORMAL["csf"], 4: (100 * patient["artery_pv"], 0.3)}
+    for lab, (cbv, mtt) in normal.items():
+        m = (comp == 0) & (tissue == lab)
+        par["cbv"][m] = cbv * np.exp(0.12 * F["cbv"][m]); par["mtt"][m] = mtt * np.exp(0.08 * F["mtt"][m])
+        par["disp"][m] = 0.3 if lab == 4 else 0.8 * np.exp(0.2 * F["disp"][m])
+        par["delay"][m] = 0.0 if lab == 4 else 0.8 * special.ndtr(F["delay"][m])
+    for h, p in HABITAT_KINETICS.items():
+        m = comp == h
+        if not m.any(): continue
+        d, s = patient["habitats"][h], p["cbv_sd"]
+        par["cbv"][m] = wm * d["rcbv"] * np.exp(s * F["cbv"][m] - s * s / 2)
+        par["mtt"][m] = d["mtt_s"] * np.exp(0.3 * F["mtt"][m])
+        par["disp"][m] = d["disp_s"] * np.exp(0.4 * F["disp"][m])
+        par["delay"][m] = patient["delay_max_s"] * special.ndtr(F["delay"][m]) + p["delay_s"]
+        par["ktrans"][m] = d["ktrans"] * np.exp(0.6 * F["ktrans"][m] - 0.18)
+        par["kep"][m] = d["kep"]
+        par["r2e"][m] = R2E_MAX * special.expit(2.5 * (F["r2e"][m] - d["r2e_threshold"]))
+    if patient["hot_threshold"] is not None:
+        m = (comp == 3) & (F["cbv"] > patient["hot_threshold"])
+        par["cbv"][m] *= patient["hot_gain"]
+    return par
+
+# %% ../nbs/04_phantom.ipynb #32a7b3cf
 @dataclass
 class PhantomCase:
-    "One simulated patient: the loaded images, habitat labels, class labels and ground truth."
+    "One simulated patient: the loaded images, habitat labels, class labels, ground truth and tumour description."
     loaded: LoadedCase # images on the DSC grid, as `load_case` returns them
-    habitats: np.ndarray # (X, Y, Z) uint8 habitat labels (`HABITATS`)
+    habitats: np.ndarray # (X, Y, Z) uint8 majority habitat (`HABITATS`) where the tumour fills at least half the voxel
     labels: dict # {"idh": "wildtype"|"mutant", "codel": 0|1, "grade": 2|3|4, "site": ...}
-    truth: dict # ground-truth maps: cbv, cbf (float32), ktrans, tissue (uint8), rcbv, ref_mask (contralateral NAWM)
+    truth: dict # ground truth: cbv, cbf, ktrans, rcbv (float32), tissue (uint8), ref_mask, fractions (X, Y, Z, 4) float32
     protocol: Protocol # acquisition protocol of the DSC series
+    tumour: dict = field(default_factory=dict) # phenotype, core volume, oedema ratio, lobes, centre, tumour delay range
 
-# %% ../nbs/04_phantom.ipynb #957f6bf0
-def _draw(rng, mean, sd, lo): return max(lo, rng.normal(mean, sd))
-
-# %% ../nbs/04_phantom.ipynb #0475ac29
+# %% ../nbs/04_phantom.ipynb #3830d854
 def _check_labels(idh, codel, grade, seed) -> bool:
     "Validate a phantom patient's labels against WHO CNS 2021; return `codel` as a bool."
     if idh not in ("wildtype", "mutant"): raise InputError(f"idh must be 'wildtype' or 'mutant', got {idh!r}")
@@ -393,105 +353,133 @@ def _check_labels(idh, codel, grade, seed) -> bool:
     if not isinstance(seed, (int, np.integer)) or seed < 0: raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     return bool(codel)
 
-def _physiology(tissue, hab, kind: str, grade: int, r_phys) -> dict:
-    "Per-voxel CBV, MTT, CBF, Ktrans, kep, dispersion and delay maps, and the AIF width and dose, drawn from the priors."
-    shape = tissue.shape
-    cbv_wm = _draw(r_phys, NORMAL["wm"][0], 0.25, 1.2)
-    cbv = np.zeros(shape); mtt = np.ones(shape); kt = np.zeros(shape); kep = np.full(shape, 0.5)
-    het = np.exp(0.18 * smooth_field(shape, (1.0, 1.0, 0.5), r_phys))
-    cbv[tissue == 3] = cbv_wm; mtt[tissue == 3] = NORMAL["wm"][1]
-    cbv[tissue == 2] = cbv_wm * _draw(r_phys, 2.2, 0.2, 1.6); mtt[tissue == 2] = NORMAL["gm"][1]
-    cbv[tissue == 1] = NORMAL["csf"][0]; mtt[tissue == 1] = NORMAL["csf"][1]
-    pv = r_phys.uniform(0.06, 0.12)  # arterial partial volume of the MCA voxels
-    cbv[tissue == 4] = 100 * pv; mtt[tissue == 4] = 0.3
-    priors = RCBV_PRIORS[(kind, grade)]
-    for h in (1, 2, 3, 4):
-        m = hab == h
-        if not m.any(): continue
-        cbv[m] = cbv_wm * _draw(r_phys, *priors[h], 0.2)
-        mtt[m] = _draw(r_phys, KINETIC_PRIORS[h][1], 0.8, 2.5)
-        kt[m] = _draw(r_phys, KINETIC_PRIORS[h][0], KINETIC_PRIORS[h][0] * 0.4, 0.0)
-        kep[m] = _draw(r_phys, 0.6, 0.2, 0.15)
-    if kind == "oligodendroglioma" or (kind == "gbm" and r_phys.random() < 0.3):  # patchy hot spots
-        hot = (hab == 3) & (smooth_field(shape, (0.8, 0.8, 0.4), r_phys) > 1.0)
-        cbv[hot] *= r_phys.uniform(1.6, 2.4)
-    tum = hab > 0
-    cbv[tum] *= het[tum]; cbv[tissue == 2] *= het[tissue == 2] ** 0.5
-    cbf = cbv / mtt * 60
-    disp = np.where(tum, r_phys.uniform(1.5, 3.0), 1.0); disp[tissue == 4] = 0.3
-    dly = np.where(tum, r_phys.uniform(0.0, 1.5), r_phys.uniform(0.0, 0.8)); dly[tissue == 4] = 0.0
-    aif_width = r_phys.uniform(0.85, 1.2); dose = r_phys.uniform(0.85, 1.15)
-    return dict(cbv=cbv, mtt=mtt, cbf=cbf, kt=kt, kep=kep, disp=disp, dly=dly, tum=tum, aif_width=aif_width, dose=dose)
+def voxel_compartments(fractions: np.ndarray, # (X, Y, Z, 4) habitat fractions
+                       tissue: np.ndarray # (X, Y, Z) tissue labels
+                      ) -> tuple:
+    "Voxel-compartment pairs of every brain or tumour voxel, voxel-major: (flat voxel index, compartment 0-4, volume fraction)."
+    tum = fractions.sum(-1)
+    f = np.concatenate([np.clip(1 - tum, 0, 1)[..., None], fractions], -1).reshape(-1, 5)
+    f[~((tissue.ravel() > 0) | (tum.ravel() > 0))] = 0
+    vox, comp = np.nonzero(f > 1e-3)
+    return vox, comp, f[vox, comp]
 
-# %% ../nbs/04_phantom.ipynb #e3b483ae
-def _structural(key, lut, hab, kind: str, head, r_phys, r_prot, r_noise) -> np.ndarray:
-    "T1, T1CE, T2, FLAIR (X, Y, Z, 4) int16 from the tissue/habitat contrast table, with bias fields and Rician noise."
-    shape = hab.shape
+def _mix(values: np.ndarray, vox: np.ndarray) -> tuple:
+    "Sum per-pair rows over each voxel's pairs (pairs voxel-major): (voxels, (n_voxels, ...) sums)."
+    starts = np.flatnonzero(np.r_[True, vox[1:] != vox[:-1]])
+    return vox[starts], np.add.reduceat(values, starts, axis=0)
+
+# %% ../nbs/04_phantom.ipynb #eb9e6bbe
+VOXEL_REF_ML = 1.8 * 1.8 * 5.0 / 1000 # voxel volume at which `Protocol.snr` is stated, ml
+
+def _lookup(key: np.ndarray) -> tuple:
+    "Contrast rows (n, 5) and pre-contrast T1 (n,) at 3 T of tissue/habitat keys."
+    lut = np.zeros((15, 5), np.float32); t1 = np.ones(15, np.float32)
+    for k, v in CONTRAST.items(): lut[k] = v
+    for k, v in T1_S_3T.items(): t1[k] = v
+    return lut[key], t1[key]
+
+def _dsc_series(vox, w, key, par, patient, prot, shape, sp, head, r_prot, r_noise, aif_kind) -> np.ndarray:
+    "The DSC series (X, Y, Z, T) int16: partial-volume mix of compartment signals, thermal Rician and physiological noise."
+    t = np.arange(prot.frames) * prot.tr_s
+    arrival = r_prot.uniform(*prot.arrival_s)
+    tab = kinetic_tables(lambda x: aif_curve(x, arrival, aif_kind, patient["aif_width"], patient["dose"]), t[-1],
+                         max_delay_s=float(par["delay"].max()) + 1)
+    cv = par["cbv"][:, None] / 100 * tab.sample("vascular", tab.rows("vascular", par["mtt"], par["disp"]), t, par["delay"])
+    ce = np.zeros_like(cv); leaky = par["ktrans"] > 0
+    ce[leaky] = par["ktrans"][leaky, None] / (1 - HCT) * tab.sample("leaked", tab.rows("leaked", par["kep"][leaky], par["disp"][leaky]), t, par["delay"][leaky])
+    rel, t1_s = _lookup(key)
+    t1_s = np.where(key > 10, t1_s * patient["tumour_t1_scale"], t1_s)  # tumour T1 varies between patients
+    r10 = 1 / (t1_s * (0.8 if prot.field_t < 2 else 1.0))
+    if prot.preload: r10 = r10 + R1 * 0.6 * par["ktrans"]       # a pre-load dose leaves leaky tissue T1-shortened
+    gain = r_prot.uniform(700, 1300)
+    bias = np.exp(0.08 * smooth_field(shape, (6, 6, 3), r_prot)).ravel()
+    s0 = w * gain * rel[:, 4] * bias[vox]
+    t1f = spgr(r10[:, None] + R1 * ce, prot.tr_s, prot.flip_deg) / spgr(r10, prot.tr_s, prot.flip_deg)[:, None]
+    uvox, sig = _mix((s0[:, None] * t1f * np.exp(-prot.te_s * (R2V_3T * prot.field_t / 3.0 * cv + par["r2e"][:, None] * ce))).astype(np.float32), vox)
+    sigma = gain / (prot.snr * np.prod(sp) / 1000 / VOXEL_REF_ML)  # thermal noise: SNR grows with voxel volume
+    out = np.zeros((int(np.prod(shape)), prot.frames), np.float32)
+    out[uvox] = sig * (1 + prot.physio_noise * r_noise.standard_normal(sig.shape, dtype=np.float32))
+    h = np.flatnonzero(head.ravel())
+    noisy = np.hypot(out[h] + sigma * r_noise.standard_normal((len(h), prot.frames), dtype=np.float32),
+                     sigma * r_noise.standard_normal((len(h), prot.frames), dtype=np.float32))
+    dsc = np.zeros(out.shape, np.int16)                           # air outside the head stays 0, as after background masking
+    dsc[h] = np.clip(np.rint(noisy), 0, 32767)
+    return dsc.reshape(shape + (prot.frames,))
+
+def _structural(vox, w, key, par, patient, shape, head, r_phys, r_prot, r_noise) -> np.ndarray:
+    "T1, T1CE, T2, FLAIR (X, Y, Z, 4) int16: partial-volume mix of the contrast table, enhancement with Ktrans, bias and noise."
+    rel, _ = _lookup(key)
+    rel = rel[:, :4].copy()
+    enh = key == 11                                               # enhancement follows local leakage
+    rel[enh, 1] = rel[enh, 0] + (rel[enh, 1] - rel[enh, 0]) * np.clip(par["ktrans"][enh] / HABITAT_KINETICS[1]["ktrans"], 0.3, 2.0)
+    if patient["flair_mismatch"]: rel[key == 13, 3] = 1.25      # T2-FLAIR mismatch sign of IDH-mutant astrocytoma
+    uvox, mixed = _mix((w[:, None] * rel).astype(np.float32), vox)
+    img = np.zeros((int(np.prod(shape)), 4), np.float32); img[uvox] = mixed
+    img = img.reshape(shape + (4,))
     struct = np.zeros(shape + (4,), np.int16)
+    texture = 1 + 0.04 * smooth_field(shape, (0.7, 0.7, 0.4), r_phys)
     for i in range(4):
-        rel = lut[key, i]
-        if i == 3 and kind == "astrocytoma" and r_phys.random() < 0.4:  # T2-FLAIR mismatch sign of IDH-mutant astrocytoma
-            rel = np.where(hab == 3, 1.25, rel)
         sgain = r_prot.uniform(500, 1000) * np.exp(0.06 * smooth_field(shape, (6, 6, 3), r_prot))
-        img = rician(rel * sgain * (1 + 0.04 * smooth_field(shape, (0.7, 0.7, 0.4), r_phys)), sgain / 40, r_noise)
-        struct[..., i] = np.clip(np.round(img), 0, 32767).astype(np.int16)
+        struct[..., i] = np.clip(np.rint(rician(img[..., i] * sgain * texture, sgain / 40, r_noise)), 0, 32767)
         struct[~head, i] = 0
     return struct
 
-# %% ../nbs/04_phantom.ipynb #12bdea77
+# %% ../nbs/04_phantom.ipynb #b11a9f11
+def patient_anatomy(idh: str, # "wildtype" or "mutant"
+                    codel: bool, # 1p/19q codeleted?
+                    grade: int, # WHO grade
+                    seed: int, # the patient's seed (its anatomy stream)
+                    zoom: int = 1 # in-plane downsampling of the template grid
+                   ) -> tuple:
+    "The anatomy stream of a patient alone: `(brain, spacing_mm, tissue, fractions, tumour)`, cheap enough for cohort-level geometry studies."
+    r_anat = np.random.default_rng([int(seed), 0])
+    brain, artery, sp = brain_template(zoom)
+    depth = brain_depth(zoom)
+    tissue, _, _ = tissue_map(brain, artery, sp, r_anat, depth)
+    kind = subtype(idh, codel, grade)
+    frac, tumour = tumour_fractions(tissue, sp, draw_phenotype(kind, grade, r_anat), kind, r_anat, depth)
+    return brain, sp, tissue, frac, tumour
+
+# %% ../nbs/04_phantom.ipynb #c91b5f10
 def simulate_case(idh: str = "wildtype", # "wildtype" or "mutant"
                   codel: bool = False, # 1p/19q codeletion (needs idh="mutant", grade 2-3)
                   grade: int = 4, # WHO CNS grade 2, 3 or 4
                   site: str = "internal", # "internal" or "external": the acquisition protocol (`SITES`)
                   seed: int = 0, # one seed: anatomy, physiology, protocol jitter and noise
-                  zoom: int = 2, # in-plane downsampling of the 1.8 mm template grid (2 -> 3.6 mm)
+                  zoom: int = 1, # in-plane downsampling of the 1.8 mm template grid (1: clinical 1.8 x 1.8 x 5 mm)
                   protocol: Protocol | None = None, # override the site's protocol (same patient, other acquisition)
                   patient_id: str | None = None, # default "PH-<site>-<seed>"
                   aif_kind: str = "real" # "real" or "gamma" arterial input function
                  ) -> PhantomCase:
-    "Simulate one patient's DSC series, structural MRI and habitat map (see the physics above)."
+    "Simulate one patient's DSC series, structural MRI, habitat fractions and ground truth (see the physics above)."
     codel = _check_labels(idh, codel, grade, seed)
     prot = site_protocol(protocol if protocol is not None else site)
     site_name = site if isinstance(site, str) else "custom"
-    r_anat, r_phys, r_prot, r_noise = (np.random.default_rng([int(seed), k]) for k in range(4))
-    brain, artery, sp = brain_template(zoom)
-    tissue, g, c_brain = tissue_map(brain, artery, sp, r_anat)
-    hab, side, centre = tumour_habitats(tissue, g, sp, idh, codel, grade, r_anat)
-    kind = subtype(idh, codel, grade)
+    brain, sp, tissue, frac, tumour = patient_anatomy(idh, codel, grade, seed, zoom)
+    r_phys, r_prot, r_noise = (np.random.default_rng([int(seed), k]) for k in range(1, 4))
     shape = brain.shape
-    ph = _physiology(tissue, hab, kind, grade, r_phys)
-    cbv, cbf, kt, kep, tum = ph["cbv"], ph["cbf"], ph["kt"], ph["kep"], ph["tum"]
-    # ---- acquisition
-    arrival = r_prot.uniform(*prot.arrival_s)
-    t = np.arange(prot.frames) * prot.tr_s
-    vox = brain | tum
-    cv, ce = tissue_concentrations(t, lambda x: aif_curve(x, arrival, aif_kind, ph["aif_width"], ph["dose"]), cbv[vox], cbf[vox],
-                                   ph["dly"][vox], ph["disp"][vox], kt[vox], kep[vox])
-    key = np.where(tum, 10 + hab, tissue).astype(int)
-    lut = np.zeros((15, 5)); t1_lut = np.ones(15)
-    for k_, v_ in CONTRAST.items(): lut[k_] = v_
-    for k_, v_ in T1_S_3T.items(): t1_lut[k_] = v_
-    s0_rel = lut[key, 4]
-    t1s = t1_lut[key] * (0.8 if prot.field_t < 2 else 1.0)
-    r10 = 1 / t1s
-    if prot.preload: r10 = r10 + R1 * 0.6 * kt  # a pre-load dose leaves leaky tissue T1-shortened
-    gain = r_prot.uniform(700, 1300)
-    bias = np.exp(0.08 * smooth_field(shape, (6, 6, 3), r_prot))
-    s0 = gain * s0_rel * bias
-    r2v = R2V_3T * prot.field_t / 3.0
-    sig = np.zeros(shape + (prot.frames,))
-    sig[vox] = dsc_signal(cv, ce, s0[vox], prot.te_s, prot.tr_s, prot.flip_deg, r10[vox], r2v=r2v, r2e=0.0)
-    sigma = gain / prot.snr
-    dsc = np.clip(np.round(rician(sig, sigma, r_noise)), 0, 32767).astype(np.int16)
+    patient = patient_physiology(subtype(idh, codel, grade), grade, r_phys)
+    fields = voxel_fields(shape, sp, r_phys)
+    vox, comp, w = voxel_compartments(frac, tissue)
+    tis = tissue.ravel()[vox]
+    par = compartment_parameters(comp, tis, {k: f.ravel()[vox] for k, f in fields.items()}, patient)
+    key = np.where(comp > 0, 10 + comp, tis).astype(int)
     head = ndimage.binary_dilation(brain, iterations=2)
-    dsc[~head] = 0  # air outside the head is zeroed (as after scanner background masking): saves ~45 % of the disk
-    struct = _structural(key, lut, hab, kind, head, r_phys, r_prot, r_noise)
-    # ---- geometry and ground truth
-    aff = np.diag([sp[0], sp[1], sp[2], 1.0]); aff[:3, 3] = -(np.asarray(shape) - 1) / 2 * sp
-    ref = (tissue == 3) & ((g[..., 0] - c_brain[0]) * side < -8) & ~ndimage.binary_dilation(tum, iterations=2)
+    dsc = _dsc_series(vox, w, key, par, patient, prot, shape, sp, head, r_prot, r_noise, aif_kind)
+    struct = _structural(vox, w, key, par, patient, shape, head, r_phys, r_prot, r_noise)
+    # ---- ground truth: fraction-weighted physiology, majority habitat, contralateral normal-appearing white matter
+    uvox, tr = _mix(w[:, None] * np.stack([par["cbv"], par["cbv"] / par["mtt"] * 60, par["ktrans"]], 1), vox)
+    maps = np.zeros((int(np.prod(shape)), 3), np.float32); maps[uvox] = tr
+    cbv, cbf, kt = (maps[:, i].reshape(shape) for i in range(3))
+    tum_frac = frac.sum(-1)
+    hab = np.where(tum_frac >= 0.5, frac.argmax(-1) + 1, 0).astype(np.uint8)
+    g = np.indices(shape).transpose(1, 2, 3, 0) * np.asarray(sp)
+    mid = g[brain][:, 0].mean()
+    ref = (tissue == 3) & (tum_frac == 0) & ((g[..., 0] - mid) * tumour["side"] < -8) & ~ndimage.binary_dilation(tum_frac > 0, iterations=2)
     ref = ndimage.binary_erosion(ref, iterations=1) if ndimage.binary_erosion(ref, iterations=1).sum() > 20 else ref
-    truth = {"cbv": cbv.astype(np.float32), "cbf": cbf.astype(np.float32), "ktrans": kt.astype(np.float32),
-             "tissue": tissue, "ref_mask": ref, "rcbv": (cbv / cbv[ref].mean()).astype(np.float32)}
+    truth = {"cbv": cbv, "cbf": cbf, "ktrans": kt, "tissue": tissue, "ref_mask": ref, "rcbv": (cbv / cbv[ref].mean()).astype(np.float32),
+             "fractions": frac}
+    aff = np.diag([sp[0], sp[1], sp[2], 1.0]); aff[:3, 3] = -(np.asarray(shape) - 1) / 2 * sp
     arrays = {"dsc": dsc, "struct": struct, "hab": hab, "brain": brain}
     if prot.orientation == "LAS":
         arrays = {k: v[::-1].copy() for k, v in arrays.items()}
@@ -502,55 +490,10 @@ def simulate_case(idh: str = "wildtype", # "wildtype" or "mutant"
     loaded = LoadedCase(pid, arrays["dsc"].astype(np.float32), arrays["struct"].astype(np.float32), arrays["hab"] > 0, aff,
                         np.asarray(sp, float), tr_s=prot.tr_s, te_s=prot.te_s, brain_mask=arrays["brain"], labels=dict(labels),
                         target="dsc")
-    pc = PhantomCase(loaded, arrays["hab"], labels, truth, prot)
+    tumour["delay_max_s"] = round(float(patient["delay_max_s"]), 3)
+    pc = PhantomCase(loaded, arrays["hab"], labels, truth, prot, tumour)
     pc._raw = arrays
     return pc
-
-# %% ../nbs/04_phantom.ipynb #c2f802fe
-def real_tissue_curves() -> dict:
-    "Real dual-echo DSC curves of one tumour exam (`dsc/osipi_lcb_bni_tumor_nawm_aif.mat`): dict of arrays and acquisition."
-    m = sio.loadmat(data_path("dsc", "osipi_lcb_bni_tumor_nawm_aif.mat"))
-    return {"tumor": m["tumor_SIt"].astype(float), "nawm": m["NAWM_SIt"].astype(float), "aif_signal": m["AIF_SIt"].astype(float),
-            "aif_conc": m["AIF_Ct"].ravel().astype(float), "tr_s": float(m["TR"].squeeze()),
-            "te_s": (float(m["TE1"].squeeze()), float(m["TE2"].squeeze())), "flip_deg": float(m["flip"].squeeze()),
-            "t1_s": {"nawm": float(m["NAWM_T1"].squeeze()), "tumor": float(m["tumor_T1"].squeeze())}}
-
-# %% ../nbs/04_phantom.ipynb #a6accd3d
-FIT_PARAMS = ("cbv", "mtt_s", "delay_s", "disp_s", "ktrans", "kep", "s0")
-
-# %% ../nbs/04_phantom.ipynb #0240676d
-def fit_tissue_curve(signal, # (T,) measured DSC signal
-                     aif_conc, # (T,) arterial concentration, mM
-                     tr_s, # repetition time, s
-                     te_s, # echo time, s
-                     flip_deg, # flip angle, degrees
-                     t1_s, # pre-contrast T1 of the tissue, s
-                     leakage=True, # fit Ktrans/kep (False: intact barrier)
-                     field_t=3.0, # field strength for the relaxivity, T
-                     exchange=0.0, # intravascular T1 exchange fraction (as in the phantom)
-                     starts=((1.5, 3.0), (3.0, 5.0), (3.0, 8.0)) # (CBV, MTT) starting points; the smallest residual wins
-                    ) -> dict:
-    "Fit the phantom's tissue model (residue + dispersion + Tofts leakage + SPGR/T2* signal) to one measured DSC curve."
-    y = np.asarray(signal, float); T = y.size
-    t = np.arange(T) * tr_s
-    base = baseline_window(y); s0_init = y[base].mean()
-    fn = lambda x: np.interp(x, t, aif_conc, left=0.0)
-    r2v = R2V_3T * field_t / 3.0
-    def model(p):
-        cbv, mtt, dly, disp, kt, kep, s0 = p
-        if not leakage: kt = 0.0
-        cv, ce = tissue_concentrations(t, fn, [cbv], [cbv / mtt * 60], [dly], [disp], [kt], [kep], dt=0.25)
-        return dsc_signal(cv, ce, [s0], te_s, tr_s, flip_deg, [1 / t1_s], r2v=r2v, r2e=0.0, exchange=exchange)[0]
-    lo = [0.05, 0.5, 0.0, 0.05, 0.0, 0.01, 0.5 * s0_init]; hi = [30, 30, 8.0, 10.0, 2.0 if leakage else 1e-9, 5.0, 2 * s0_init]
-    # the least-squares surface has local minima (seen with SciPy 1.17: one start stopped at r = 0.94 on the real tumour)
-    fits = [optimize.least_squares(lambda p: (model(p) - y) / s0_init, [cbv, mtt, 1.0, 1.5, 0.05 if leakage else 0.0, 0.5, s0_init],
-                                   bounds=(lo, hi), x_scale="jac") for cbv, mtt in starts]
-    res = min(fits, key=lambda r: r.cost)
-    fit = model(res.x)
-    n, k = T, (7 if leakage else 5)
-    rss = float(((fit - y) ** 2).sum())
-    return {"params": dict(zip(FIT_PARAMS, map(float, res.x))), "fitted": fit, "rss": rss,
-            "aic": n * np.log(rss / n) + 2 * k, "pearson_r": float(np.corrcoef(fit / s0_init, y / s0_init)[0, 1])}
 
 # %% ../nbs/04_phantom.ipynb #009ed5bc
 def write_phantom_case(pc: PhantomCase, # a simulated case
@@ -598,12 +541,27 @@ def cohort_labels(n: int, # number of patients
     order = np.random.default_rng([int(seed), 99]).permutation(n)
     return [labels[i] for i in order]
 
-# %% ../nbs/04_phantom.ipynb #6e50807c
+# %% ../nbs/04_phantom.ipynb #adcfbb62
+def iter_cohort(n: int, # number of patients
+                site: str = "internal", # "internal" or "external"
+                seed: int = 0, # cohort seed (labels and every case)
+                zoom: int = 1, # grid: in-plane downsampling of the 1.8 mm template
+                start: int = 0 # first patient index (to resume or shard a cohort)
+               ):
+    "Yield the `PhantomCase`s of a cohort one at a time, in memory: nothing is written, so a cohort of thousands needs no 4D disk space."
+    labels = cohort_labels(n, site, seed)
+    prefix = {"internal": "INT", "external": "EXT"}[site]
+    for i in range(start, n):
+        idh, codel, grade = labels[i]
+        case_seed = int(np.random.SeedSequence([int(seed), i, 7]).generate_state(1)[0])
+        yield simulate_case(idh, codel, grade, site=site, seed=case_seed, zoom=zoom, patient_id=f"{prefix}-{i + 1:04d}")
+
+# %% ../nbs/04_phantom.ipynb #f414c3c8
 def simulate_cohort(n: int, # number of patients
                     site: str = "internal", # "internal" or "external"
                     seed: int = 0, # cohort seed (labels and every case)
                     out_dir=None, # folder for the case folders and manifest.csv
-                    zoom: int = 2, # grid: in-plane downsampling of the 1.8 mm template
+                    zoom: int = 1, # grid: in-plane downsampling of the 1.8 mm template (1: clinical 1.8 x 1.8 x 5 mm)
                     overwrite: bool = False, # replace an existing cohort in out_dir
                     show_progress: bool | None = None # progress bar (default: HIPERF_PROGRESS)
                    ) -> list:
@@ -613,13 +571,7 @@ def simulate_cohort(n: int, # number of patients
     manifest = out / "manifest.csv"
     if manifest.exists() and not overwrite: raise InputError(f"{manifest}: a cohort already exists there; pass overwrite=True or another out_dir")
     if out.exists() and not out.is_dir(): raise InputError(f"{out}: out_dir exists and is not a folder")
-    labels = cohort_labels(n, site, seed)
-    prefix = {"internal": "INT", "external": "EXT"}[site]
-    cases = []
-    for i, (idh, codel, grade) in enumerate(progress(labels, desc=f"phantom {site}", enabled=show_progress)):
-        case_seed = int(np.random.SeedSequence([int(seed), i, 7]).generate_state(1)[0])
-        pid = f"{prefix}-{i + 1:04d}"
-        pc = simulate_case(idh, codel, grade, site=site, seed=case_seed, zoom=zoom, patient_id=pid)
-        cases.append(write_phantom_case(pc, out / pid))
+    cases = [write_phantom_case(pc, out / pc.loaded.patient_id)
+             for pc in progress(iter_cohort(n, site, seed, zoom), desc=f"phantom {site}", total=n, enabled=show_progress)]
     write_manifest(cases, manifest)
     return cases

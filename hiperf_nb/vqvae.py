@@ -6,10 +6,15 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['CODEBOOKS', 'VQVAEConfig', 'VectorQuantizer', 'ResBlock1d', 'TICEncoder', 'TICDecoder', 'to_time_grid', 'VQVAE',
-           'TICBank', 'codebook_stats', 'train_vqvae', 'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases']
+__all__ = ['CODEBOOKS', 'ALIGN_MODES', 'BOLUS_TARGET_S', 'MIN_POSITION_USAGE', 'MIN_SEQUENCE_PERPLEXITY', 'VQVAE_SCHEDULES',
+           'RESET_SAMPLE', 'KMEANS_N_INIT', 'VQVAEConfig', 'VectorQuantizer', 'ResBlock1d', 'TICEncoder', 'TICDecoder',
+           'to_time_grid', 'bolus_arrival', 'shift_curves', 'align_case', 'prepare_tics', 'VQVAE', 'TICBank',
+           'CodebookCollapseWarning', 'codebook_stats', 'collapse_reasons', 'vqvae_schedule', 'train_vqvae',
+           'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases', 'sequence_components', 'habitat_agreement']
 
 # %% ../nbs/05_vqvae.ipynb #9640dbcc
+import inspect
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +24,20 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.measure import label as label_regions
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
 from torch import nn, Tensor
 
 # %% ../nbs/05_vqvae.ipynb #6c650346
 from .core import (Config, HiperfError, HiperfWarning, InputError, DataFormatError, seed_everything,
                             get_device, progress, cpu_threads, eval_mode, load_checkpoint, save_checkpoint)
 from .io import Case, LoadedCase, load_case
-from .dsc import extract_tics, resample_time, normalize_tics
+from .dsc import baseline_window, extract_tics, resample_time, normalize_tics
 
 # %% ../nbs/05_vqvae.ipynb #b1b0dab1
 CODEBOOKS = ("shared", "per_position")
+ALIGN_MODES = ("none", "case")
 
 @dataclass
 class VQVAEConfig(Config):
@@ -41,12 +50,14 @@ class VQVAEConfig(Config):
     decoder_length: int = 64 # length of the decoder's output before interpolation to T
     beta: float = 0.25 # commitment weight (Eq. 2)
     codebooks: str = "shared" # "shared" (paper) or "per_position" (released code)
-    dead_code_fraction: float = 0.01 # reset entries used by fewer than this fraction of curves
+    dead_code_fraction: float = 0.01 # revive entries used by fewer than this fraction of curves (per codebook)
     resample_tr_s: float | None = None # put curves on this TR before encoding (None: use them as given)
     norm: str = "zscore" # TIC normalisation applied before encoding (see `extract_tics`)
+    align: str = "none" # "case": shift each case's curves so its bolus arrival lands at `BOLUS_TARGET_S` (see `align_case`)
 
     def __post_init__(self):
         if self.codebooks not in CODEBOOKS: raise InputError(f"codebooks must be one of {CODEBOOKS}, got {self.codebooks!r}")
+        if self.align not in ALIGN_MODES: raise InputError(f"align must be one of {ALIGN_MODES}, got {self.align!r}")
         for k in ("n_codes", "n_positions", "d_enc", "hidden", "decoder_length"):
             if getattr(self, k) < 1: raise InputError(f"VQVAEConfig.{k} must be >= 1, got {getattr(self, k)}")
 
@@ -146,6 +157,55 @@ def to_time_grid(tics: np.ndarray, # (n, T) curves
     if tr_s is None: raise InputError("curves are resampled to a common TR: their tr_s is needed")
     return normalize_tics(resample_time(x, tr_s, target_tr_s=target_tr_s), norm)
 
+# %% ../nbs/05_vqvae.ipynb #46e72a19
+# Where `align="case"` puts every case's bolus arrival: mid-range of the half-drop times on the phantom's two sites
+# (18-28 s), so shifts are a few seconds and little is padded; the shortest protocol (45 x 1.8 s) keeps ~60 s after it.
+BOLUS_TARGET_S = 22.0
+
+def bolus_arrival(tics: np.ndarray, # (n, T) normalised signal curves of one case
+                  tr_s: float # their TR, seconds
+                 ) -> float:
+    "Bolus arrival of a case, seconds: when its mean curve first falls half-way from baseline to minimum."
+    m = np.asarray(tics, float).mean(0)
+    t_min = int(np.argmin(m))
+    base = m[baseline_window(m)].mean()
+    if not base - m[t_min] > 0: raise DataFormatError("no bolus passage: the mean tumour curve never drops below its baseline")
+    half = (base + m[t_min]) / 2
+    i = int(np.flatnonzero(m[:t_min + 1] <= half)[0])
+    return 0.0 if i == 0 else float((i - 1 + (m[i - 1] - half) / (m[i - 1] - m[i])) * tr_s)
+
+def shift_curves(tics: np.ndarray, # (n, T) curves
+                 shift_s: float, # delay to add, seconds (negative: earlier)
+                 tr_s: float # their TR, seconds
+                ) -> np.ndarray:
+    "Curves delayed by `shift_s` (linear interpolation; the first or last frame fills what the shift leaves empty), float32."
+    x = np.asarray(tics, np.float32)
+    T = x.shape[1]
+    pos = np.clip(np.arange(T) - shift_s / tr_s, 0, T - 1)
+    i0 = np.minimum(np.floor(pos).astype(int), T - 2)
+    w = (pos - i0).astype(np.float32)
+    return x[:, i0] * (1 - w) + x[:, i0 + 1] * w
+
+def align_case(tics: np.ndarray, # (n, T) normalised curves of one case
+               tr_s: float, # their TR, seconds
+               target_s: float = BOLUS_TARGET_S # where the case's bolus arrival is put, seconds
+              ) -> np.ndarray:
+    "All curves of a case shifted by one delay so that its bolus arrival lands at `target_s`; delays between voxels are kept."
+    return shift_curves(tics, target_s - bolus_arrival(tics, tr_s), tr_s)
+
+def prepare_tics(tics: np.ndarray, # (n, T) normalised curves of one case (as from `extract_tics`)
+                 tr_s: float | None, # their TR, seconds (needed to resample or align)
+                 norm: str = "zscore", # the normalisation, re-applied after resampling and shifting
+                 resample_tr_s: float | None = None, # common TR; None keeps the curves' own
+                 align: str = "none" # "none" or "case" (`align_case`)
+                ) -> np.ndarray:
+    "A case's curves as the VQ-VAE sees them, in training and encoding alike: on the time grid, then aligned, float32."
+    if align not in ALIGN_MODES: raise InputError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+    x = to_time_grid(tics, tr_s, resample_tr_s, norm)
+    if align == "none": return x
+    if tr_s is None: raise InputError("align='case' moves the bolus to a fixed time: the curves' tr_s is needed")
+    return normalize_tics(align_case(x, resample_tr_s or tr_s), norm)
+
 # %% ../nbs/05_vqvae.ipynb #16a42e98
 class VQVAE(nn.Module):
     """TIC VQ-VAE of HiPerfGNN (Jang et al., 2026, Sec. 2.1, Eq. 1-2).
@@ -175,12 +235,13 @@ class VQVAE(nn.Module):
                 "commitment_loss": cm, "loss": rl + cb + self.config.beta * cm}
 
     def prepare(self, tics: np.ndarray, tr_s: float | None = None) -> np.ndarray:
-        "Put raw-or-normalised curves (n, T) on the model's time grid (if `resample_tr_s`) as float32."
-        return to_time_grid(tics, tr_s, self.config.resample_tr_s, self.config.norm)
+        "One case's normalised curves (n, T) as the model sees them: `prepare_tics` with the config's options."
+        c = self.config
+        return prepare_tics(tics, tr_s, c.norm, c.resample_tr_s, c.align)
 
     @torch.no_grad()
     def encode(self,
-               tics: np.ndarray, # (n, T) normalised curves (as from `extract_tics`)
+               tics: np.ndarray, # (n, T) normalised curves of one case (as from `extract_tics`)
                tr_s: float | None = None, # their TR, needed when the config resamples time
                batch_size: int = 8192, # curves per forward pass
                device: str | torch.device | None = None # default: where the model is
@@ -205,7 +266,8 @@ class TICBank:
     def __init__(self,
                  arrays: Iterable[np.ndarray], # one (n_i, T_i) array of normalised curves per case
                  max_per_case: int | None = None, # keep at most this many curves per case (random subset)
-                 seed: int = 0 # seed of the subsampling and of batch order
+                 seed: int = 0, # seed of the subsampling and of batch order
+                 preprocessing: dict | None = None # how the curves were prepared (`tics_from_cases` records norm, resample_tr_s, align)
                 ):
         rng = np.random.default_rng(seed)
         groups: dict[int, list[np.ndarray]] = {}
@@ -218,9 +280,13 @@ class TICBank:
             groups.setdefault(a.shape[1], []).append(a); self.n_cases += 1
         if not groups: raise InputError("no curves given")
         self.groups = {T: np.concatenate(v) for T, v in sorted(groups.items())}
-        self.seed = seed
+        self.seed, self.preprocessing = seed, preprocessing
 
     def __len__(self) -> int: return sum(len(a) for a in self.groups.values())
+
+    def n_batches(self, batch_size: int) -> int:
+        "Number of batches in one pass."
+        return sum(math.ceil(len(a) / batch_size) for a in self.groups.values())
 
     def batches(self, batch_size: int, epoch: int = 0) -> list[np.ndarray]:
         "All curves once, in shuffled batches of a single length (order depends on seed and epoch)."
@@ -237,16 +303,57 @@ class TICBank:
         return a[np.random.default_rng(seed).choice(len(a), min(n, len(a)), replace=False)]
 
 # %% ../nbs/05_vqvae.ipynb #f22950e3
+# Thresholds of a collapsed codebook at the end of training (see `collapse_reasons`).
+MIN_POSITION_USAGE = 1.0 # with K=2, an entry unused at a position means that position says the same of every curve
+MIN_SEQUENCE_PERPLEXITY = 1.5 # below it, minority sequences hold < ~15 % of curves (90/10 split: 1.38): most tumours are one habitat
+
+class CodebookCollapseWarning(HiperfWarning):
+    "Training ended with a collapsed codebook: code sequences cannot separate habitats."
+
+def _perplexity(counts: np.ndarray) -> float:
+    "exp(entropy) of the distribution given by `counts`: how many outcomes are effectively used."
+    p = counts[counts > 0] / max(counts.sum(), 1)
+    return float(np.exp(-(p * np.log(p)).sum()))
+
 def codebook_stats(codes: np.ndarray, # (n, N) code indices
                    n_codes: int # K
                   ) -> dict:
-    "Usage (fraction of entries used) and perplexity of a set of codes, over all positions."
-    counts = np.bincount(np.asarray(codes).ravel(), minlength=n_codes).astype(float)
-    p = counts / max(counts.sum(), 1)
-    nz = p[p > 0]
-    return {"usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
-            "frequencies": p.round(4).tolist()}
+    "Usage (fraction of entries used) and perplexity over all positions, per position, and of whole code sequences."
+    codes = np.asarray(codes)
+    if codes.ndim != 2: raise InputError(f"codes must be (n, N), got shape {codes.shape}")
+    total = np.bincount(codes.ravel(), minlength=n_codes)
+    per_pos = [np.bincount(codes[:, n], minlength=n_codes) for n in range(codes.shape[1])]
+    seqs = np.unique(codes, axis=0, return_counts=True)[1]
+    return {"usage": float((total > 0).mean()), "perplexity": _perplexity(total),
+            "frequencies": (total / max(total.sum(), 1)).round(4).tolist(),
+            "position_usage": [float((c > 0).mean()) for c in per_pos], "position_perplexity": [_perplexity(c) for c in per_pos],
+            "sequences_used": len(seqs), "sequence_perplexity": _perplexity(seqs)}
 
+def collapse_reasons(stats: dict # a `codebook_stats` result
+                    ) -> list[str]:
+    "The collapse criteria that `stats` meets, each naming its statistic (empty: not collapsed)."
+    low = [n for n, u in enumerate(stats["position_usage"]) if u < MIN_POSITION_USAGE]
+    out = [f"position_usage {stats['position_usage']} below {MIN_POSITION_USAGE} at position(s) {low}"] if low else []
+    if stats["sequence_perplexity"] < MIN_SEQUENCE_PERPLEXITY:
+        out.append(f"sequence_perplexity {stats['sequence_perplexity']:.2f} below {MIN_SEQUENCE_PERPLEXITY} "
+                   f"({stats['sequences_used']} of {len(stats['frequencies']) ** len(stats['position_usage'])} sequences used)")
+    return out
+
+# %% ../nbs/05_vqvae.ipynb #c2203797
+VQVAE_SCHEDULES = {
+    "paper": {"max_per_case": None, "epochs": 100, "lr": 1e-5, "batch_size": 512},
+    "fast": {"max_per_case": 5000, "steps": 3000, "lr": 1e-3, "batch_size": 256},
+}
+
+def vqvae_schedule(name: str, # a key of `VQVAE_SCHEDULES`
+                   fn # `tics_from_cases` or `train_vqvae`: the preset's settings that are parameters of `fn`
+                  ) -> dict:
+    "Keyword arguments of a training preset for one function, e.g. `train_vqvae(bank, **vqvae_schedule('fast', train_vqvae))`."
+    if name not in VQVAE_SCHEDULES: raise InputError(f"unknown VQ-VAE schedule {name!r}; use one of {tuple(VQVAE_SCHEDULES)}")
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in VQVAE_SCHEDULES[name].items() if k in params}
+
+# %% ../nbs/05_vqvae.ipynb #595e6638
 def train_vqvae(tics_source: TICBank | Iterable[np.ndarray], # a `TICBank` or per-case arrays of curves
                 config: VQVAEConfig | None = None, # model configuration (default: the paper's)
                 epochs: int = 20, # passes over all curves
@@ -255,55 +362,90 @@ def train_vqvae(tics_source: TICBank | Iterable[np.ndarray], # a `TICBank` or pe
                 seed: int = 0, # one seed for initialisation and batch order
                 device: str = "auto", # "auto", "cpu", "cuda" ...
                 show_progress: bool | None = None, # progress bar (default: HIPERF_PROGRESS)
-                deterministic: bool = True # on CPU, train on one thread so that `seed` reproduces the model exactly
+                deterministic: bool = True, # on CPU, train on one thread so that `seed` reproduces the model exactly
+                steps: int | None = None # train for exactly this many optimiser steps instead of `epochs` passes
                ) -> tuple[VQVAE, list[dict]]:
-    "Train a TIC VQ-VAE; returns the model (eval mode, on CPU) and the per-epoch history."
+    "Train a TIC VQ-VAE; returns the model (eval mode, on CPU) and the per-epoch history; warns if the codebook collapsed."
+    if (epochs if steps is None else steps) < 1: raise InputError(f"train for at least one epoch or step, got epochs={epochs}, steps={steps}")
     dev = get_device(device)
     with cpu_threads(1 if deterministic and dev.type == "cpu" else None):
-        return _train_vqvae(tics_source, config, epochs, batch_size, lr, seed, dev, show_progress)
+        model, history = _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress)
+    reasons = collapse_reasons(history[-1])
+    if reasons: warnings.warn(f"VQ-VAE codebook collapsed at the end of training: {'; '.join(reasons)}; most tumours will be "
+                              "a single habitat (try align='case', another norm, or more steps)", CodebookCollapseWarning, stacklevel=2)
+    return model, history
 
-def _train_vqvae(tics_source, config, epochs, batch_size, lr, seed, dev, show_progress):
+def _check_preprocessing(bank: TICBank, config: VQVAEConfig):
+    "Refuse a model config that would prepare curves differently from how the bank's curves were prepared."
+    for k, v in (bank.preprocessing or {}).items():
+        if getattr(config, k) != v:
+            raise InputError(f"the training curves were prepared with {k}={v!r} but the model's config has {k}={getattr(config, k)!r}; "
+                             f"pass {k}={getattr(config, k)!r} to tics_from_cases")
+
+def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress):
     seed_everything(seed)
     bank = tics_source if isinstance(tics_source, TICBank) else TICBank(tics_source, seed=seed)
     model = VQVAE(config).to(dev)
+    _check_preprocessing(bank, model.config)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
+    if steps is not None: epochs = math.ceil(steps / bank.n_batches(batch_size))
+    history, step = [], 0
     bar = progress(range(epochs), "VQ-VAE", enabled=show_progress)
     for epoch in bar:
         model.train()
         sums = {"loss": 0.0, "recon_loss": 0.0, "codebook_loss": 0.0, "commitment_loss": 0.0}
-        counts = np.zeros(model.config.n_codes)
-        n = 0
+        codes, n = [], 0
         for xb in bank.batches(batch_size, epoch):
+            if step == steps: break
             x = torch.from_numpy(xb).to(dev)
             out = model(x)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
             for k in sums: sums[k] += out[k].item() * len(xb)
-            counts += np.bincount(out["codes"].cpu().numpy().ravel(), minlength=model.config.n_codes)
-            n += len(xb)
+            codes.append(out["codes"].cpu().numpy().astype(np.int32))
+            n += len(xb); step += 1
         rec = {k: v / n for k, v in sums.items()}
-        rec.update(codebook_stats(np.repeat(np.arange(model.config.n_codes), counts.astype(int)), model.config.n_codes))
-        rec["epoch"] = epoch
-        rec["reset_codes"] = _reset_dead_codes(model, bank, counts, seed + epoch, dev)
+        codes = np.concatenate(codes)
+        rec.update(codebook_stats(codes, model.config.n_codes), epoch=epoch, steps=step)
+        # no revival after the last epoch: a revived entry that is never trained would only add noise to the codes
+        rec["reset_codes"] = _reset_dead_codes(model, bank, codes, seed + epoch, dev) if epoch < epochs - 1 else 0
         history.append(rec)
-        bar.set_postfix(loss=f"{rec['loss']:.4f}", ppl=f"{rec['perplexity']:.2f}")
+        bar.set_postfix(loss=f"{rec['loss']:.4f}", seq_ppl=f"{rec['sequence_perplexity']:.2f}")
     return model.cpu().eval(), history
 
-def _reset_dead_codes(model: VQVAE, bank: TICBank, counts: np.ndarray, seed: int, dev) -> int:
-    "Re-initialise rarely used codebook entries to encoder outputs of random curves; returns how many."
-    frac = counts / max(counts.sum(), 1)
-    dead = np.flatnonzero(frac < model.config.dead_code_fraction)
-    if len(dead) == 0 or len(dead) == len(frac): return 0
+# %% ../nbs/05_vqvae.ipynb #6f20e2ec
+RESET_SAMPLE = 1024 # curves whose latents are used to revive dead entries
+
+def _split_cluster(z: Tensor # (m, d) latents assigned to one entry
+                  ) -> tuple[Tensor, Tensor] | None:
+    "Means of the two halves of `z` cut at the median of its first principal component (None: it cannot be split)."
+    zc = z - z.mean(0)
+    if len(z) < 2 or not bool(zc.abs().max() > 0): return None
+    p = zc @ torch.linalg.svd(zc, full_matrices=False).Vh[0]
+    hi = p > p.median()
+    return (z[~hi].mean(0), z[hi].mean(0)) if bool(hi.any()) else None
+
+def _reset_dead_codes(model: VQVAE, bank: TICBank, codes: np.ndarray, seed: int, dev) -> int:
+    "Revive rarely used entries by splitting the busiest entry of their codebook (see above); returns how many."
+    q, K = model.quantizer, model.config.n_codes
+    tables = [codes[:, n] for n in range(codes.shape[1])] if q.per_position else [codes.ravel()]
+    revived = 0
     with torch.no_grad():
-        z = model.encoder(torch.from_numpy(bank.sample(256, seed)).to(dev))
-        g = torch.Generator().manual_seed(seed)
-        for table in range(model.quantizer.embedding.shape[0]):
-            zz = z[:, table] if model.quantizer.per_position else z.reshape(-1, z.shape[-1])
-            pick = torch.randint(len(zz), (len(dead),), generator=g)
-            model.quantizer.embedding[table, torch.as_tensor(dead)] = zz[pick.to(zz.device)]
-    return int(len(dead))
+        z = model.encoder(torch.from_numpy(bank.sample(RESET_SAMPLE, seed)).to(dev))
+        for t, c in enumerate(tables):
+            counts = np.bincount(c, minlength=K).astype(float)
+            dead = np.flatnonzero(counts < model.config.dead_code_fraction * counts.sum())
+            if len(dead) == K: continue  # every entry is rare (K > 1 / dead_code_fraction): none stands out to split
+            zt = z[:, t] if q.per_position else z.reshape(-1, z.shape[-1])
+            for d in dead:
+                busy = int(counts.argmax())
+                halves = _split_cluster(zt[torch.cdist(zt, q.embedding[t]).argmin(-1) == busy])
+                if halves is None: continue
+                q.embedding[t, busy], q.embedding[t, d] = halves
+                counts[busy] = counts[d] = counts[busy] / 2
+                revived += 1
+    return revived
 
 # %% ../nbs/05_vqvae.ipynb #a3be44e4
 def save_vqvae(model: VQVAE, # trained model
@@ -340,9 +482,11 @@ def tics_from_cases(cases: Sequence[Case], # cases with DSC series and tumour ma
                     max_per_case: int | None = 5000, # curves kept per case (random subset)
                     resample_tr_s: float | None = None, # put every case on this TR (match the model's)
                     seed: int = 0, # subsampling seed
-                    show_progress: bool | None = None # progress bar
+                    show_progress: bool | None = None, # progress bar
+                    align: str = "none" # bolus alignment, "none" or "case" (match the model's `align`)
                    ) -> tuple[TICBank, dict[str, str]]:
-    "A `TICBank` of training curves from many cases, and the cases that failed with why."
+    "A `TICBank` of training curves from many cases, prepared as `encode_case` prepares them, and the cases that failed with why."
+    if align not in ALIGN_MODES: raise InputError(f"align must be one of {ALIGN_MODES}, got {align!r}")
     def arrays():
         for case in progress(cases, "loading curves", enabled=show_progress):
             try:
@@ -350,10 +494,42 @@ def tics_from_cases(cases: Sequence[Case], # cases with DSC series and tumour ma
                     warnings.simplefilter("ignore", HiperfWarning)
                     lc = load_case(case, nonfinite="exclude")
                 t, _ = extract_tics(lc.dsc, lc.mask, norm=norm)
-                yield to_time_grid(t, lc.tr_s, resample_tr_s, norm)
+                yield prepare_tics(t, lc.tr_s, norm, resample_tr_s, align)
             except HiperfError as e:
                 failed[case.patient_id] = str(e)
                 warnings.warn(f"skipping patient {case.patient_id}: {e}", HiperfWarning)
     failed: dict[str, str] = {}
-    bank = TICBank(arrays(), max_per_case=max_per_case, seed=seed)
+    bank = TICBank(arrays(), max_per_case=max_per_case, seed=seed,
+                   preprocessing={"norm": norm, "resample_tr_s": resample_tr_s, "align": align})
     return bank, failed
+
+# %% ../nbs/05_vqvae.ipynb #71824d0a
+KMEANS_N_INIT = 10 # k-means restarts of the yardstick clustering
+
+def sequence_components(coords: np.ndarray, # (n, 3) voxel indices
+                        sequence: np.ndarray # (n,) non-negative id of each voxel's code sequence
+                       ) -> np.ndarray:
+    "Connected component of each voxel among the voxels of its own sequence (26-connectivity): (n,) labels from 0."
+    coords = np.asarray(coords)
+    lo = coords.min(0)
+    box = np.full(tuple(coords.max(0) - lo + 1), -1, np.int64)
+    rel = tuple((coords - lo).T)
+    box[rel] = sequence
+    return label_regions(box, background=-1, connectivity=3)[rel] - 1
+
+def habitat_agreement(codes: np.ndarray, # (n, N) codes of one case's tumour voxels
+                      habitats: np.ndarray, # (n,) true habitat label of each voxel
+                      coords: np.ndarray, # (n, 3) voxel indices
+                      tics: np.ndarray, # (n, T) the curves as the model saw them (`VQVAE.prepare`)
+                      seed: int = 0 # k-means seed
+                     ) -> dict:
+    "Sequences used, coarse nodes, and ARI against the true habitats of codes and of k-means with as many clusters."
+    codes = np.asarray(codes)
+    if not len(codes) == len(habitats) == len(coords) == len(tics):
+        raise InputError(f"codes, habitats, coords and tics must describe the same voxels, got {len(codes)}, {len(habitats)}, {len(coords)}, {len(tics)}")
+    seq = np.unique(codes, axis=0, return_inverse=True)[1].ravel()
+    k = int(seq.max()) + 1
+    km = KMeans(k, n_init=KMEANS_N_INIT, random_state=seed).fit_predict(np.asarray(tics, np.float64))
+    ari, ari_km = adjusted_rand_score(habitats, seq), adjusted_rand_score(habitats, km)
+    return {"n_sequences": k, "n_nodes": int(sequence_components(coords, seq).max()) + 1, "n_habitats": len(np.unique(habitats)),
+            "ari_codes": float(ari), "ari_kmeans": float(ari_km), "ari_ratio": float(ari / ari_km) if ari_km > 0 else float("nan")}

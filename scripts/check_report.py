@@ -1,13 +1,16 @@
-"""Check a demo report in a real headless browser (Chromium): every section is there, with its heading, every
-figure decodes, and the layout holds at two window widths (1400 px and 800 px): the document is never wider than
-the window, every table sits in a `div.table-wrap` box, a table wider than its box scrolls inside it
+"""Check a demo report. First its content, from the file: the "VQ-VAE codes" table gives codebook usage, perplexity,
+median habitats per tumour and the fraction of single-habitat tumours (internal test and external), the
+degenerate-hierarchy warning box is there exactly when those numbers say the hierarchy is degenerate, and a quick
+demo says it is a smoke run. Then in a real headless browser (Chromium): every section is there, with its heading,
+every figure decodes, and the layout holds at two window widths (1400 px and 800 px): the document is never wider
+than the window, every table sits in a `div.table-wrap` box, a table wider than its box scrolls inside it
 (`overflow-x: auto`), and no figure or image reaches past the window. Writes full-page screenshots next to the
 report (report-1400.png, report-800.png).
 
     python scripts/check_report.py runs/demo-*/report.html
 
-Exit status 0 when every check passes, 1 otherwise (each failure printed); without Chromium it says so and
-exits 0, because the report itself was still produced and validated as HTML.
+Exit status 0 when every check passes, 1 otherwise (each failure printed); without Chromium the browser checks are
+skipped (it says so), and the content checks still decide the exit status.
 """
 from __future__ import annotations
 
@@ -18,10 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_docs import chromium, find_chromium  # noqa: E402
+from hiperf_nb.demo import HIERARCHY_MIN_HABITATS, HIERARCHY_MIN_PERPLEXITY  # noqa: E402
 
 SECTIONS = {"summary": "Summary", "imaging": "Imaging cohorts", "hgnn": "HiPerfGNN", "saliency": "Saliency",
             "genomic-cohort": "Genomic cohort", "lunar": "LUNAR", "run": "Run configuration"}
 WIDTHS = (1400, 800)
+GROUPS = ("internal test", "external")
+CODE_ROWS = ("codebook usage", "perplexity", *(f"median habitats per tumour, {g}" for g in GROUPS),
+             *(f"single-habitat tumours, {g}" for g in GROUPS))  # the rows of the "VQ-VAE codes" table
 QUIET = ("--disable-quic", "--disable-background-networking", "--disable-component-update", "--disable-sync")
 # Runs on load: records each image's decoded width, and the layout the browser computed, on <body data-layout>.
 PROBE = """<script>window.addEventListener('load', () => {
@@ -37,19 +44,47 @@ PROBE = """<script>window.addEventListener('load', () => {
 
 
 class ReportDOM(HTMLParser):
-    "Section ids with their h2 text, the decoded width of every image, and the layout the probe recorded."
+    "Section ids with their h2 text, element ids, the rows of the VQ-VAE codes table, image widths, the probe's layout."
     def __init__(self):
         super().__init__(); self.sections, self.images, self.layout, self._sec, self._h2 = {}, [], None, None, False
+        self.ids, self.codes, self._codes_depth, self._row = set(), {}, 0, None
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if a.get("id"): self.ids.add(a["id"])
+        if tag == "div" and (self._codes_depth or a.get("id") == "vqvae-codes"): self._codes_depth += 1
         if tag == "body" and a.get("data-layout"): self.layout = json.loads(a["data-layout"])
         elif tag == "section": self._sec = a.get("id")
         elif tag == "h2": self._h2 = True
         elif tag == "img": self.images.append((a.get("alt", ""), int(a.get("data-w") or 0)))
+        elif tag == "tr" and self._codes_depth: self._row = []
+        elif tag == "td" and self._row is not None: self._row.append("")
     def handle_endtag(self, tag):
         if tag == "h2": self._h2 = False
+        elif tag == "div" and self._codes_depth: self._codes_depth -= 1
+        elif tag == "tr" and self._row is not None:
+            if len(self._row) == 2: self.codes[self._row[0].strip()] = self._row[1].strip()
+            self._row = None
     def handle_data(self, data):
         if self._h2 and self._sec: self.sections[self._sec] = self.sections.get(self._sec, "") + data
+        if self._row: self._row[-1] += data
+
+
+def content_problems(html: str) -> list[str]:
+    "What is missing or inconsistent in the report's content (VQ-VAE codes table, degenerate-hierarchy warning, smoke note)."
+    dom = ReportDOM(); dom.feed(html)
+    missing = [r for r in CODE_ROWS if r not in dom.codes]
+    if missing: return [f"the VQ-VAE codes table (div#vqvae-codes) lacks the row(s) {missing}"]
+    try: values = {r: float(dom.codes[r].rstrip("%")) for r in CODE_ROWS}
+    except ValueError as e: return [f"the VQ-VAE codes table has a value that is not a number ({e})"]
+    perplexity, habitats = values["perplexity"], [values[f"median habitats per tumour, {g}"] for g in GROUPS]
+    probs = []
+    degenerate = perplexity < HIERARCHY_MIN_PERPLEXITY or min(habitats) <= HIERARCHY_MIN_HABITATS
+    if degenerate != ("hierarchy-warning" in dom.ids):
+        probs.append(f"perplexity {perplexity:g} and median habitats {habitats} make the hierarchy "
+                     f"{'degenerate' if degenerate else 'not degenerate'}, but the warning box is "
+                     f"{'missing' if degenerate else 'shown'}")
+    if "<p>Quick demo," in html and "smoke-run" not in dom.ids: probs.append("a quick demo report does not say it is a smoke run")
+    return probs
 
 
 def load(binary: str, report: Path, width: int) -> ReportDOM:
@@ -86,9 +121,12 @@ def layout_summary(m: dict) -> str:
 def main(path: str) -> int:
     report = Path(path).resolve()
     if not report.exists(): print(f"{report}: no report"); return 1
+    fails = content_problems(report.read_text(encoding="utf-8"))
+    if not fails: print("check_report: VQ-VAE codes table complete, hierarchy warning consistent with it")
     binary = find_chromium()
-    if binary is None: print("check_report: no Chromium found, browser check skipped"); return 0
-    fails = []
+    if binary is None:
+        for f in fails: print(f"check_report: FAIL {f}")
+        print("check_report: no Chromium found, browser check skipped"); return 1 if fails else 0
     for width in WIDTHS:
         dom = load(binary, report, width)
         fails += [f"{width} px: {p}" for p in layout_problems(dom.layout)]

@@ -47,6 +47,24 @@ def test_graph_invariants_on_loaded_cases(cohort, model):
         for et in (("coarse", "near", "coarse"), ("fine", "near", "fine")):
             ei = g[et].edge_index
             if ei.numel(): assert torch.bincount(ei[1]).max() <= 5
+            assert (edge_lengths_mm(g, et[0]) <= GraphConfig().delta_max + 1e-4).all()  # 15 mm on this 2 x 2 x 4 mm grid
+
+
+def edge_lengths_mm(g, node):
+    "World-space length (mm) of every kNN edge between `node` nodes."
+    ei, pos = g[node, "near", node].edge_index.numpy(), g[node].pos.numpy()
+    return np.linalg.norm(pos[ei[0]] - pos[ei[1]], axis=1)
+
+
+def test_delta_max_is_millimetres_unless_voxels(cohort, model):
+    # the paper's 15 voxels were ~1 mm each; on an anisotropic 2 x 2 x 4 mm grid "voxels" means the smallest side (2 mm)
+    assert (GraphConfig().delta_max, GraphConfig().delta_unit) == (15.0, "mm")
+    lc = load_case(cohort[0])
+    codes, lat, coords = encode_case(model, lc)
+    build = lambda **kw: build_hier_graph(lc, codes, lat, coords=coords, config=GraphConfig(supervoxel_voxels=10, delta_max=5, **kw))
+    mm, vox = edge_lengths_mm(build(), "fine"), edge_lengths_mm(build(delta_unit="voxels"), "fine")
+    assert mm.max() <= 5 + 1e-4 and vox.max() <= 10 + 1e-4
+    assert (vox > 5).any() and len(vox) > len(mm)
 
 
 def test_batching_keeps_each_graph(cohort, model, tmp_path):

@@ -98,3 +98,34 @@ def test_cli_phantom(tmp_path):
     assert m[0].labels["site"] == "external" and m[0].labels["grade"] == 4
     assert main(["phantom", "--n", "1", "--out", str(out)]) == 1  # a cohort is there and --overwrite was not given
     assert main(["phantom", "--n", "1", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_stream_equals_written_cohort(cohort):
+    "`iter_cohort` (in memory, nothing written) gives exactly the cases `simulate_cohort` writes."
+    from hiperf_nb.phantom import iter_cohort
+    out, cases = cohort
+    for pc, case in zip(iter_cohort(3, "internal", seed=5), cases):
+        L = load_case(case)
+        assert pc.loaded.patient_id == case.patient_id
+        assert np.array_equal(pc.loaded.dsc, L.dsc) and np.array_equal(pc.loaded.mask, L.mask)
+
+
+def test_rescan_changes_only_the_acquisition():
+    "The same patient under the external protocol: same anatomy, habitats and physiology; other signal."
+    a = simulate_case("mutant", False, 3, seed=8, zoom=2)
+    b = simulate_case("mutant", False, 3, seed=8, zoom=2, protocol=SITES["external"].replace(orientation="RAS"))
+    assert np.array_equal(a.habitats, b.habitats) and np.array_equal(a.truth["cbv"], b.truth["cbv"])
+    assert a.loaded.dsc.shape[3] == 60 and b.loaded.dsc.shape[3] == 45
+
+
+def test_partial_volume_and_noise_scale_with_voxel_size():
+    "Boundary voxels are mixtures, and the thermal noise of the baseline falls as voxels grow (zoom 2: 4x the volume)."
+    fine, coarse = simulate_case(seed=4, zoom=1), simulate_case(seed=4, zoom=2)
+    fr = fine.truth["fractions"]
+    assert ((fr.sum(-1) > 0) & (fr.max(-1) < 0.99)).mean() > 0
+    def baseline_cv(pc):
+        ref = pc.truth["ref_mask"]
+        base = pc.loaded.dsc[ref][:, 2:12]
+        return float((base.std(1) / base.mean(1)).mean())
+    assert baseline_cv(coarse) < 0.7 * baseline_cv(fine)
+    with pytest.raises(InputError, match="physio_noise"): Protocol(physio_noise=0.5)
