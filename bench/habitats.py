@@ -43,7 +43,7 @@ RUNS = {
     "N=4": ({"n_positions": 4}, 1000),
     "per-position codebooks": ({"codebooks": "per_position"}, 1000),
 }
-BATCH, LR, PER_CASE, N_BOOT = 256, 1e-3, 5000, 1000
+BATCH, LR, PER_CASE, N_BOOT = 256, 1e-4, 5000, 1000
 
 
 def cohort(work: Path, n: int) -> list:

@@ -45,7 +45,7 @@ from .phantom import simulate_cohort
 from .saliency import cohort_saliency, plot_saliency, saliency_volume, node_saliency
 from .train import TrainConfig, load_model, load_splits, patient_splits, save_splits
 from .hgnn_bench import BENCH_MODELS, MODEL_LABELS, BenchmarkLayout, PAPER_IDH_AUC, plot_roc, run_benchmark
-from .vqvae import VQVAEConfig, save_vqvae, tics_from_cases, train_vqvae, load_vqvae
+from .vqvae import VQVAE_SCHEDULES, VQVAEConfig, vqvae_schedule, save_vqvae, tics_from_cases, train_vqvae, load_vqvae
 
 # %% ../nbs/19_demo.ipynb #651f27c1
 @dataclass
@@ -54,8 +54,8 @@ class DemoConfig(Config):
     n_internal: int = 300 # internal phantom patients (paper: 475)
     n_external: int = 100 # external-site phantom patients (paper: 397)
     zoom: int = 2 # phantom grid: in-plane downsampling of the 1.8 mm template
-    vq_epochs: int = 3 # VQ-VAE epochs
-    vq_curves_per_case: int = 150 # tumour curves per case for VQ-VAE training
+    vq_steps: int = VQVAE_SCHEDULES["fast"]["steps"] # VQ-VAE optimiser steps (the "fast" schedule's batch and learning rate)
+    vq_curves_per_case: int = 2000 # tumour curves per training patient for the VQ-VAE
     supervoxel_voxels: int = 10 # SLIC target size; the paper's 125 voxels are 0.125 ml at 1 mm, 10 phantom voxels are 0.65 ml
     hgnn_models: tuple = BENCH_MODELS # models of the HiPerfGNN benchmark
     hgnn_epochs: int = 12 # maximum epochs (paper: 30; fewer so the full demo fits 30 minutes on 2 CPU cores)
@@ -64,7 +64,7 @@ class DemoConfig(Config):
     lunar_quick: bool = False # LUNAR: one seed, no cross-validation
     seed: int = 0 # one seed for everything
 
-QUICK = DemoConfig(n_internal=80, n_external=40, zoom=3, vq_epochs=2, vq_curves_per_case=150, hgnn_epochs=6,
+QUICK = DemoConfig(n_internal=80, n_external=40, zoom=3, vq_steps=300, vq_curves_per_case=1000, hgnn_epochs=6,
                    patience=3, n_boot=200, lunar_quick=True)
 
 # %% ../nbs/19_demo.ipynb #5d61a836
@@ -198,7 +198,8 @@ def _vqvae(lay: DemoLayout, cfg: DemoConfig) -> dict:
         warnings.simplefilter("ignore", HiperfWarning)
         bank, failed = tics_from_cases(cases, norm=vcfg.norm, max_per_case=cfg.vq_curves_per_case,
                                        resample_tr_s=vcfg.resample_tr_s, seed=cfg.seed)
-    model, hist = train_vqvae(bank, vcfg, epochs=cfg.vq_epochs, seed=cfg.seed, device="cpu")
+    fast = vqvae_schedule("fast", train_vqvae)
+    model, hist = train_vqvae(bank, vcfg, steps=cfg.vq_steps, batch_size=fast["batch_size"], lr=fast["lr"], seed=cfg.seed, device="cpu")
     save_vqvae(model, lay.vqvae, hist)
     last = hist[-1]
     return {"patients": bank.n_cases, "curves": len(bank), "failed": failed, "loss": round(last["loss"], 5), "recon_loss": round(last["recon_loss"], 5),
@@ -414,7 +415,7 @@ def run_demo(out: str | Path | None = None, # demo folder (default: resume the n
     log(f"hiperf demo ({demo_mode(cfg).lower()}) -> {lay.root}")
     seed_everything(cfg.seed)
     results, timings = {}, {}
-    vq_opts = dict(epochs=cfg.vq_epochs, per_case=cfg.vq_curves_per_case, n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed, patients="train")
+    vq_opts = dict(steps=cfg.vq_steps, per_case=cfg.vq_curves_per_case, n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed, patients="train")
     upstream = {**cfg.to_dict(), "vq": vq_opts, "graph": graph_config(cfg).to_dict()}  # what the trained models depend on
     stages = [("phantom_internal", dict(n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed), lambda: _phantoms(lay, cfg, "internal", cfg.n_internal, cfg.seed), (lay.data("internal"),)),
               ("phantom_external", dict(n=cfg.n_external, zoom=cfg.zoom, seed=cfg.seed + 1), lambda: _phantoms(lay, cfg, "external", cfg.n_external, cfg.seed + 1), (lay.data("external"),)),

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['CODEBOOKS', 'ALIGN_MODES', 'BOLUS_TARGET_S', 'MIN_POSITION_USAGE', 'MIN_SEQUENCE_PERPLEXITY', 'VQVAE_SCHEDULES',
-           'RESET_SAMPLE', 'KMEANS_N_INIT', 'VQVAEConfig', 'VectorQuantizer', 'ResBlock1d', 'TICEncoder', 'TICDecoder',
-           'to_time_grid', 'bolus_arrival', 'shift_curves', 'align_case', 'prepare_tics', 'VQVAE', 'TICBank',
-           'CodebookCollapseWarning', 'codebook_stats', 'collapse_reasons', 'vqvae_schedule', 'train_vqvae',
-           'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases', 'sequence_components', 'habitat_agreement']
+           'MONITOR_STEPS', 'RESET_SAMPLE', 'KMEANS_N_INIT', 'VQVAEConfig', 'VectorQuantizer', 'ResBlock1d',
+           'TICEncoder', 'TICDecoder', 'to_time_grid', 'bolus_arrival', 'shift_curves', 'align_case', 'prepare_tics',
+           'VQVAE', 'TICBank', 'CodebookCollapseWarning', 'codebook_stats', 'collapse_reasons', 'vqvae_schedule',
+           'train_vqvae', 'save_vqvae', 'load_vqvae', 'encode_case', 'tics_from_cases', 'sequence_components',
+           'habitat_agreement']
 
 # %% ../nbs/05_vqvae.ipynb #9640dbcc
+import copy
 import inspect
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
@@ -342,7 +345,7 @@ def collapse_reasons(stats: dict # a `codebook_stats` result
 # %% ../nbs/05_vqvae.ipynb #c2203797
 VQVAE_SCHEDULES = {
     "paper": {"max_per_case": None, "epochs": 100, "lr": 1e-5, "batch_size": 512},
-    "fast": {"max_per_case": 5000, "steps": 3000, "lr": 1e-3, "batch_size": 256},
+    "fast": {"max_per_case": 5000, "steps": 1000, "lr": 1e-4, "batch_size": 256},
 }
 
 def vqvae_schedule(name: str, # a key of `VQVAE_SCHEDULES`
@@ -365,13 +368,13 @@ def train_vqvae(tics_source: TICBank | Iterable[np.ndarray], # a `TICBank` or pe
                 deterministic: bool = True, # on CPU, train on one thread so that `seed` reproduces the model exactly
                 steps: int | None = None # train for exactly this many optimiser steps instead of `epochs` passes
                ) -> tuple[VQVAE, list[dict]]:
-    "Train a TIC VQ-VAE; returns the model (eval mode, on CPU) and the per-epoch history; warns if the codebook collapsed."
+    "Train a TIC VQ-VAE; returns the kept model (eval mode, on CPU) and the per-period history; warns if the codebook collapsed."
     if (epochs if steps is None else steps) < 1: raise InputError(f"train for at least one epoch or step, got epochs={epochs}, steps={steps}")
     dev = get_device(device)
     with cpu_threads(1 if deterministic and dev.type == "cpu" else None):
         model, history = _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress)
-    reasons = collapse_reasons(history[-1])
-    if reasons: warnings.warn(f"VQ-VAE codebook collapsed at the end of training: {'; '.join(reasons)}; most tumours will be "
+    reasons = collapse_reasons(next(h for h in history if h["kept"]))
+    if reasons: warnings.warn(f"VQ-VAE codebook collapsed in every period of training: {'; '.join(reasons)}; most tumours will be "
                               "a single habitat (try align='case', another norm, or more steps)", CodebookCollapseWarning, stacklevel=2)
     return model, history
 
@@ -382,23 +385,26 @@ def _check_preprocessing(bank: TICBank, config: VQVAEConfig):
             raise InputError(f"the training curves were prepared with {k}={v!r} but the model's config has {k}={getattr(config, k)!r}; "
                              f"pass {k}={getattr(config, k)!r} to tics_from_cases")
 
+MONITOR_STEPS = 100 # with `steps`: optimiser steps between codebook checks (statistics, revival of dead entries, kept state)
+
 def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress):
     seed_everything(seed)
     bank = tics_source if isinstance(tics_source, TICBank) else TICBank(tics_source, seed=seed)
     model = VQVAE(config).to(dev)
     _check_preprocessing(bank, model.config)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    if steps is not None: epochs = math.ceil(steps / bank.n_batches(batch_size))
-    history, step = [], 0
-    bar = progress(range(epochs), "VQ-VAE", enabled=show_progress)
-    for epoch in bar:
+    per_epoch = bank.n_batches(batch_size)
+    total, period = (epochs * per_epoch, per_epoch) if steps is None else (steps, MONITOR_STEPS)
+    batches = (xb for epoch in itertools.count() for xb in bank.batches(batch_size, epoch))
+    history, kept, step = [], None, 0
+    bar = progress(range(math.ceil(total / period)), "VQ-VAE", enabled=show_progress)
+    for p in bar:
         model.train()
         sums = {"loss": 0.0, "recon_loss": 0.0, "codebook_loss": 0.0, "commitment_loss": 0.0}
         codes, n = [], 0
-        for xb in bank.batches(batch_size, epoch):
-            if step == steps: break
-            x = torch.from_numpy(xb).to(dev)
-            out = model(x)
+        for _ in range(min(period, total - step)):
+            xb = next(batches)
+            out = model(torch.from_numpy(xb).to(dev))
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
@@ -407,12 +413,19 @@ def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, 
             n += len(xb); step += 1
         rec = {k: v / n for k, v in sums.items()}
         codes = np.concatenate(codes)
-        rec.update(codebook_stats(codes, model.config.n_codes), epoch=epoch, steps=step)
-        # no revival after the last epoch: a revived entry that is never trained would only add noise to the codes
-        rec["reset_codes"] = _reset_dead_codes(model, bank, codes, seed + epoch, dev) if epoch < epochs - 1 else 0
+        rec.update(codebook_stats(codes, model.config.n_codes), epoch=step // per_epoch, steps=step)
+        healthy = not collapse_reasons(rec)
+        if kept is None or (healthy and (not kept[1] or rec["loss"] < kept[0])):  # lowest loss among healthy periods
+            kept = (rec["loss"], healthy, len(history), copy.deepcopy(model.state_dict()))
+        # no revival after the last period: a revived entry that is never trained would only add noise to the codes
+        rec["reset_codes"] = _reset_dead_codes(model, bank, codes, seed + p, dev) if step < total else 0
         history.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", seq_ppl=f"{rec['sequence_perplexity']:.2f}")
+    if not kept[1]: kept = (history[-1]["loss"], False, len(history) - 1, model.state_dict())  # never healthy: the last state
+    model.load_state_dict(kept[3])
+    for j, rec in enumerate(history): rec["kept"] = j == kept[2]
     return model.cpu().eval(), history
+
 
 # %% ../nbs/05_vqvae.ipynb #6f20e2ec
 RESET_SAMPLE = 1024 # curves whose latents are used to revive dead entries

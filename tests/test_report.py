@@ -93,7 +93,7 @@ def test_vqvae_sees_training_patients_only(tmp_path, monkeypatch):
     cases = [write_test_case(tmp_path / "cases" / f"P{i}", shape=(12, 12, 6), patient_id=f"P{i:02d}", seed=i) for i in range(10)]
     for i, c in enumerate(cases): c.labels = {"idh": ("wildtype", "mutant")[i % 2], "codel": 0, "grade": 4}
     write_manifest(cases, lay.manifest("internal"))
-    cfg = QUICK.replace(vq_epochs=1, vq_curves_per_case=20)
+    cfg = QUICK.replace(vq_steps=5, vq_curves_per_case=20)
     split = demo._splits(lay, cfg)
     sp = load_splits(lay.splits)
     train = set(sp.patient_id[sp.split == "train"])
