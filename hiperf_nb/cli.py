@@ -239,7 +239,7 @@ def cmd_train_vqvae(args) -> int:
     model, hist = train_vqvae(bank, cfg, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                               device=args.device)
     out = save_vqvae(model, args.out, hist)
-    last = hist[-1]
+    last = next(h for h in hist if h["kept"])  # the state train_vqvae returns
     print(f"{out}: loss {last['loss']:.4f} (L1 {last['recon_loss']:.4f}), codebook usage {last['usage']:.0%}, perplexity {last['perplexity']:.2f}, "
           f"{last['sequences_used']} code sequences in use (perplexity {last['sequence_perplexity']:.2f})")
     return 1 if failed else 0

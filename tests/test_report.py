@@ -31,7 +31,7 @@ RESULTS = {
     "graphs": {s: {"built": 3, "failed": {}, "median_habitats": 2.0, "single_habitat_fraction": 0.25, "median_supervoxels": 9.0}
                for s in ("internal", "internal_test", "external")},
     "hgnn": {"metrics": {"full": {"test": {"auroc": [0.9, 0.8, 1.0]}, "external": {"auroc": [0.7, 0.6, 0.8]}}}},
-    "saliency": {"n_cases": 2, "examples": {"wildtype": "INT-0001", "mutant": "INT-0002"},
+    "saliency": {"n_cases": 2, "examples": {"wildtype": {"patient_id": "INT-0001", "coarse_cv": 0.01, "fine_cv": 0.9}, "mutant": {"patient_id": "INT-0002", "coarse_cv": 0.02, "fine_cv": 0.8}},
                  "rim_ratio": [{"statistic": "mean", "missing": "zero", "region": "enhancing", "ratio": 3.2, "p_value": 0.04}]},
     "lunar": {}}
 
