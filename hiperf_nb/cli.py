@@ -32,7 +32,7 @@ from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, STRUCTUR
 from .dsc import TIC_NORMS
 from .vqvae import ALIGN_MODES, CODEBOOKS, VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
 from .graphs import DELTA_UNITS, GraphConfig, build_graphs
-from .phantom import COHORT_MIX, TEMPLATE_SPACING_MM, simulate_cohort
+from .phantom import COHORT_MIX, SCENARIOS, TEMPLATE_SPACING_MM, simulate_cohort
 from .train import MONITORS, TASKS, TrainConfig, load_splits, patient_splits, save_splits
 from .hgnn_bench import BENCH_MODELS, BenchmarkLayout, plot_roc, predict_graphs, run_benchmark
 from .demo import QUICK, DemoConfig, run_demo, split_cohort, training_cases
@@ -194,7 +194,8 @@ def cmd_phantom(args) -> int:
     "Simulate a phantom cohort into `args.out` and print where it is."
     if args.n < 1: raise InputError(f"--n must be a positive number of patients, got {args.n}")
     if args.seed < 0: raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
-    cases = simulate_cohort(args.n, site=args.site, seed=args.seed, out_dir=args.out, zoom=args.zoom, overwrite=args.overwrite)
+    cases = simulate_cohort(args.n, site=args.site, seed=args.seed, out_dir=args.out, zoom=args.zoom, overwrite=args.overwrite,
+                            scenario=args.scenario)
     print(f"{len(cases)} {args.site} phantom case(s) written to {args.out} (manifest: {Path(args.out) / 'manifest.csv'})")
     return 0
 
@@ -215,11 +216,12 @@ def add_phantom_command(sub # the `add_subparsers()` object of `build_parser`
                      "and protocol (see the phantom notebook) and write case folders and manifest.csv.")
     ph.add_argument("--out", required=True, metavar="DIR", help="output folder (case folders + manifest.csv)")
     (sx, sy, sz), zooms = TEMPLATE_SPACING_MM, (1, 2, 3, 4)
-    add_signature_options(ph, simulate_cohort, ("n", "site", "seed", "zoom", "overwrite"),
+    add_signature_options(ph, simulate_cohort, ("n", "site", "seed", "zoom", "overwrite", "scenario"),
         site=dict(choices=tuple(COHORT_MIX), help=f"internal: paper-like mix ({_site_mix('internal')}); "
                   f"external: UPenn-GBM-like ({_site_mix('external')}), another protocol"),
         zoom=dict(choices=zooms, help=f"in-plane downsampling of the {sx} mm template grid ("
-                  + ", ".join(f"{z}: {z * sx:.1f} x {z * sy:.1f} x {sz:g} mm" for z in zooms) + ")"))
+                  + ", ".join(f"{z}: {z * sx:.1f} x {z * sy:.1f} x {sz:g} mm" for z in zooms) + ")"),
+        scenario=dict(choices=SCENARIOS))
 
 # %% ../nbs/20_cli.ipynb #0103f8d9
 def cmd_train_vqvae(args) -> int:

@@ -8,10 +8,10 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['SITES', 'TEMPLATE_SPACING_MM', 'TISSUES', 'PHENOTYPES', 'PHENOTYPE_RATES', 'CORE_ML', 'OEDEMA_RATIO', 'SUBVOXEL_MM',
            'RCBV_PRIORS', 'HABITAT_KINETICS', 'R2E_MAX', 'NORMAL', 'CONTRAST', 'T1_S_3T', 'FIELD_NAMES', 'VOXEL_REF_ML',
-           'COHORT_MIX', 'Protocol', 'site_protocol', 'brain_template', 'brain_depth', 'smooth_field', 'tissue_map',
-           'subtype', 'draw_phenotype', 'tumour_fractions', 'voxel_fields', 'patient_physiology',
-           'compartment_parameters', 'PhantomCase', 'voxel_compartments', 'patient_anatomy', 'simulate_case',
-           'write_phantom_case', 'cohort_labels', 'iter_cohort', 'simulate_cohort']
+           'SCENARIOS', 'COHORT_MIX', 'Protocol', 'site_protocol', 'brain_template', 'brain_depth', 'smooth_field',
+           'tissue_map', 'subtype', 'draw_phenotype', 'tumour_fractions', 'voxel_fields', 'patient_physiology',
+           'compartment_parameters', 'PhantomCase', 'voxel_compartments', 'scenario_kinds', 'patient_anatomy',
+           'simulate_case', 'write_phantom_case', 'cohort_labels', 'iter_cohort', 'simulate_cohort']
 
 # %% ../nbs/04_phantom.ipynb #9fe591ef
 import json
@@ -427,20 +427,40 @@ def _structural(vox, w, key, par, patient, shape, head, r_phys, r_prot, r_noise)
         struct[~head, i] = 0
     return struct
 
+# %% ../nbs/04_phantom.ipynb #2c5c7c50
+SCENARIOS = ("both", "perfusion", "structure") # where the class signal lives: positive controls for the benchmark
+
+def scenario_kinds(idh: str, # "wildtype" or "mutant"
+                   codel: bool, # 1p/19q codeleted?
+                   grade: int, # WHO grade
+                   seed: int, # the patient's seed
+                   scenario: str = "both" # one of `SCENARIOS`
+                  ) -> tuple:
+    "(WHO family, grade) that the structure and the perfusion of a patient are drawn from: `(structural, perfusion)`."
+    if scenario not in SCENARIOS: raise InputError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
+    true = (subtype(idh, codel, grade), int(grade))
+    if scenario == "both": return true, true
+    mix = COHORT_MIX["internal"]; keys = list(mix); p = np.array([mix[k] for k in keys], float) / sum(mix.values())
+    i, c, g = keys[np.random.default_rng([int(seed), 4]).choice(len(keys), p=p)]
+    decoy = (subtype(i, c, g), g)  # drawn at the cohort's prevalences, whatever the patient's labels
+    return (decoy, true) if scenario == "perfusion" else (true, decoy)
+
 # %% ../nbs/04_phantom.ipynb #b11a9f11
 def patient_anatomy(idh: str, # "wildtype" or "mutant"
                     codel: bool, # 1p/19q codeleted?
                     grade: int, # WHO grade
                     seed: int, # the patient's seed (its anatomy stream)
-                    zoom: int = 1 # in-plane downsampling of the template grid
+                    zoom: int = 1, # in-plane downsampling of the template grid
+                    scenario: str = "both" # one of `SCENARIOS`: "perfusion" draws the structure independently of the labels
                    ) -> tuple:
     "The anatomy stream of a patient alone: `(brain, spacing_mm, tissue, fractions, tumour)`, cheap enough for cohort-level geometry studies."
     r_anat = np.random.default_rng([int(seed), 0])
     brain, artery, sp = brain_template(zoom)
     depth = brain_depth(zoom)
     tissue, _, _ = tissue_map(brain, artery, sp, r_anat, depth)
-    kind = subtype(idh, codel, grade)
-    frac, tumour = tumour_fractions(tissue, sp, draw_phenotype(kind, grade, r_anat), kind, r_anat, depth)
+    (kind, g), _ = scenario_kinds(idh, codel, grade, seed, scenario)
+    frac, tumour = tumour_fractions(tissue, sp, draw_phenotype(kind, g, r_anat), kind, r_anat, depth)
+    tumour.update(scenario=scenario, structure_kind=[kind, g])
     return brain, sp, tissue, frac, tumour
 
 # %% ../nbs/04_phantom.ipynb #c91b5f10
@@ -452,16 +472,20 @@ def simulate_case(idh: str = "wildtype", # "wildtype" or "mutant"
                   zoom: int = 1, # in-plane downsampling of the 1.8 mm template grid (1: clinical 1.8 x 1.8 x 5 mm)
                   protocol: Protocol | None = None, # override the site's protocol (same patient, other acquisition)
                   patient_id: str | None = None, # default "PH-<site>-<seed>"
-                  aif_kind: str = "real" # "real" or "gamma" arterial input function
+                  aif_kind: str = "real", # "real" or "gamma" arterial input function
+                  scenario: str = "both" # one of `SCENARIOS`: where the class signal lives (positive controls)
                  ) -> PhantomCase:
     "Simulate one patient's DSC series, structural MRI, habitat fractions and ground truth (see the physics above)."
     codel = _check_labels(idh, codel, grade, seed)
     prot = site_protocol(protocol if protocol is not None else site)
     site_name = site if isinstance(site, str) else "custom"
-    brain, sp, tissue, frac, tumour = patient_anatomy(idh, codel, grade, seed, zoom)
+    brain, sp, tissue, frac, tumour = patient_anatomy(idh, codel, grade, seed, zoom, scenario)
     r_phys, r_prot, r_noise = (np.random.default_rng([int(seed), k]) for k in range(1, 4))
     shape = brain.shape
-    patient = patient_physiology(subtype(idh, codel, grade), grade, r_phys)
+    (s_kind, _), (p_kind, p_grade) = scenario_kinds(idh, codel, grade, seed, scenario)
+    patient = patient_physiology(p_kind, p_grade, r_phys)
+    if scenario != "both":  # the T2-FLAIR mismatch sign is structural: it follows the structure's family
+        patient["flair_mismatch"] = s_kind == "astrocytoma" and np.random.default_rng([int(seed), 6]).random() < 0.4
     fields = voxel_fields(shape, sp, r_phys)
     vox, comp, w = voxel_compartments(frac, tissue)
     tis = tissue.ravel()[vox]
@@ -549,7 +573,8 @@ def iter_cohort(n: int, # number of patients
                 site: str = "internal", # "internal" or "external"
                 seed: int = 0, # cohort seed (labels and every case)
                 zoom: int = 1, # grid: in-plane downsampling of the 1.8 mm template
-                start: int = 0 # first patient index (to resume or shard a cohort)
+                start: int = 0, # first patient index (to resume or shard a cohort)
+                scenario: str = "both" # one of `SCENARIOS`: where the class signal lives
                ):
     "Yield the `PhantomCase`s of a cohort one at a time, in memory: nothing is written, so a cohort of thousands needs no 4D disk space."
     labels = cohort_labels(n, site, seed)
@@ -557,7 +582,8 @@ def iter_cohort(n: int, # number of patients
     for i in range(start, n):
         idh, codel, grade = labels[i]
         case_seed = int(np.random.SeedSequence([int(seed), i, 7]).generate_state(1)[0])
-        yield simulate_case(idh, codel, grade, site=site, seed=case_seed, zoom=zoom, patient_id=f"{prefix}-{i + 1:04d}")
+        yield simulate_case(idh, codel, grade, site=site, seed=case_seed, zoom=zoom, patient_id=f"{prefix}-{i + 1:04d}",
+                            scenario=scenario)
 
 # %% ../nbs/04_phantom.ipynb #f414c3c8
 def simulate_cohort(n: int, # number of patients
@@ -566,7 +592,8 @@ def simulate_cohort(n: int, # number of patients
                     out_dir=None, # folder for the case folders and manifest.csv
                     zoom: int = 1, # grid: in-plane downsampling of the 1.8 mm template (1: clinical 1.8 x 1.8 x 5 mm)
                     overwrite: bool = False, # replace an existing cohort in out_dir
-                    show_progress: bool | None = None # progress bar (default: HIPERF_PROGRESS)
+                    show_progress: bool | None = None, # progress bar (default: HIPERF_PROGRESS)
+                    scenario: str = "both" # where the class signal lives: "both", or only "perfusion" or "structure" (positive controls)
                    ) -> list:
     "Simulate `n` patients of a site and write case folders plus `manifest.csv`; returns the `Case`s."
     if out_dir is None: raise InputError("out_dir is required: the folder the cohort is written to")
@@ -575,6 +602,6 @@ def simulate_cohort(n: int, # number of patients
     if manifest.exists() and not overwrite: raise InputError(f"{manifest}: a cohort already exists there; pass overwrite=True or another out_dir")
     if out.exists() and not out.is_dir(): raise InputError(f"{out}: out_dir exists and is not a folder")
     cases = [write_phantom_case(pc, out / pc.loaded.patient_id)
-             for pc in progress(iter_cohort(n, site, seed, zoom), desc=f"phantom {site}", total=n, enabled=show_progress)]
+             for pc in progress(iter_cohort(n, site, seed, zoom, scenario=scenario), desc=f"phantom {site}", total=n, enabled=show_progress)]
     write_manifest(cases, manifest)
     return cases

@@ -129,3 +129,17 @@ def test_partial_volume_and_noise_scale_with_voxel_size():
         return float((base.std(1) / base.mean(1)).mean())
     assert baseline_cv(coarse) < 0.7 * baseline_cv(fine)
     with pytest.raises(InputError, match="physio_noise"): Protocol(physio_noise=0.5)
+
+
+def test_scenario_controls_keep_default_patients(tmp_path):
+    "A positive-control scenario changes only where the label signal lives; the default patient is bit-identical."
+    from hiperf_nb.phantom import SCENARIOS
+    base = simulate_case("mutant", False, 2, seed=12, zoom=3)
+    again = simulate_case("mutant", False, 2, seed=12, zoom=3, scenario="both")
+    assert np.array_equal(base.loaded.dsc, again.loaded.dsc)
+    for sc in SCENARIOS[1:]:
+        pc = simulate_case("mutant", False, 2, seed=12, zoom=3, scenario=sc)
+        assert pc.tumour["scenario"] == sc and pc.labels == base.labels
+    with pytest.raises(InputError, match="scenario"): simulate_case(scenario="imaging")
+    cases = simulate_cohort(2, "internal", seed=2, out_dir=tmp_path / "c", zoom=4, scenario="perfusion", show_progress=False)
+    assert len(cases) == 2
