@@ -83,7 +83,7 @@ def run(name: str, changes: dict, steps: int, train: list, test: list) -> tuple:
     rows, all_codes = [], []
     for r in test:
         x = prep(r)
-        codes, _ = model.encode(x, tr_s=r["tr_s"]) if cfg.align == "none" else model.encode(normalize_tics(r["raw"], cfg.norm), tr_s=r["tr_s"])
+        codes, _ = model.encode(normalize_tics(r["raw"], cfg.norm), tr_s=r["tr_s"])  # `encode` prepares (aligns) as training did
         all_codes.append(codes)
         rows.append({"run": name, "patient_id": r["pid"], "phenotype": r["phenotype"],
                      **habitat_agreement(codes, r["habitats"], r["coords"], x, seed=0)})

@@ -36,7 +36,7 @@ from .core import (Config, HiperfError, HiperfWarning, InputError, ShapeMismatch
                             atomic_write_text, cpu_threads, load_checkpoint, progress, save_checkpoint)
 from .io import STRUCTURAL_NORMS, Case, LoadedCase, load_case, normalize_structural
 from .dsc import delta_r2s, extract_tics, normalize_tics, resample_time
-from .vqvae import VQVAE, encode_case
+from .vqvae import VQVAE, encode_case, sequence_components
 
 # %% ../nbs/06_graphs.ipynb #073e623c
 DELTA_UNITS = ("voxels", "mm")
@@ -79,12 +79,7 @@ def habitat_components(coords: np.ndarray, # (n, 3) voxel indices of tumour voxe
                        keys: np.ndarray # (n,) code-sequence key of each voxel
                       ) -> np.ndarray:
     "Coarse node of each voxel: maximal 26-connected components of equal key, numbered 0.. in a deterministic order."
-    lo = coords.min(0)
-    box = np.full(tuple(coords.max(0) - lo + 1), -1, np.int64)
-    rel = coords - lo
-    box[tuple(rel.T)] = keys
-    lab = label_regions(box, background=-1, connectivity=3)
-    comp = lab[tuple(rel.T)] - 1
+    comp = sequence_components(coords, keys)
     # renumber by (key, first voxel) so node order does not depend on the labeller's scan order
     first = first_member(comp, comp.max() + 1)
     order = np.lexsort((first, keys[first]))
