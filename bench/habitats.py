@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 from hiperf_nb.core import atomic_write_bytes, atomic_write_text, cpu_threads  # noqa: E402
 from hiperf_nb.dsc import extract_tics, normalize_tics  # noqa: E402
 from hiperf_nb.metrics import markdown_table  # noqa: E402
-from hiperf_nb.phantom import iter_cohort  # noqa: E402
+from hiperf_nb.cohorts import iter_cohort  # noqa: E402
 from hiperf_nb.vqvae import (CodebookCollapseWarning, TICBank, VQVAEConfig, codebook_stats, habitat_agreement,  # noqa: E402
                              prepare_tics, train_vqvae)
 

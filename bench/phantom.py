@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 
 from hiperf_nb.core import cpu_threads  # noqa: E402
 from hiperf_nb.dsc import perfusion_maps, extract_tics  # noqa: E402
-from hiperf_nb.phantom import iter_cohort, simulate_case, simulate_cohort, write_phantom_case  # noqa: E402
+from hiperf_nb.phantom import simulate_case  # noqa: E402
+from hiperf_nb.cohorts import iter_cohort, simulate_cohort, write_phantom_case  # noqa: E402
 
 from _report import write_section  # noqa: E402
 

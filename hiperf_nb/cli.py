@@ -31,10 +31,11 @@ from .core import HiperfError, HiperfWarning, InputError, atomic_write_bytes, at
 from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, STRUCTURAL_NORMS, IMAGE_EXTENSIONS
 from .dsc import TIC_NORMS
 from .vqvae import ALIGN_MODES, CODEBOOKS, VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
-from .graphs import DELTA_UNITS, GraphConfig, build_graphs
-from .phantom import COHORT_MIX, SCENARIOS, TEMPLATE_SPACING_MM, simulate_cohort
+from .graphs import DELTA_UNITS, FINE_PARTITIONS, GraphConfig, build_graphs
+from .phantom import SCENARIOS, TEMPLATE_SPACING_MM
+from .cohorts import COHORT_MIX, simulate_cohort
 from .train import MONITORS, TASKS, TrainConfig, load_splits, patient_splits, save_splits
-from .hgnn_bench import BENCH_MODELS, BenchmarkLayout, plot_roc, predict_graphs, run_benchmark
+from .hgnn_bench import BENCH_MODELS, PAPER_PARTITION, BenchmarkLayout, plot_roc, predict_graphs, run_benchmark
 from .demo import QUICK, DemoConfig, run_demo, split_cohort, training_cases
 from .lunar_bench import run_lunar
 
@@ -218,7 +219,7 @@ def add_phantom_command(sub # the `add_subparsers()` object of `build_parser`
     (sx, sy, sz), zooms = TEMPLATE_SPACING_MM, (1, 2, 3, 4)
     add_signature_options(ph, simulate_cohort, ("n", "site", "seed", "zoom", "overwrite", "scenario"),
         site=dict(choices=tuple(COHORT_MIX), help=f"internal: paper-like mix ({_site_mix('internal')}); "
-                  f"external: UPenn-GBM-like ({_site_mix('external')}), another protocol"),
+                  f"external: TCGA-like mix ({_site_mix('external')}), another scanner and patients"),
         zoom=dict(choices=zooms, help=f"in-plane downsampling of the {sx} mm template grid ("
                   + ", ".join(f"{z}: {z * sx:.1f} x {z * sy:.1f} x {sz:g} mm" for z in zooms) + ")"),
         scenario=dict(choices=SCENARIOS))
@@ -281,7 +282,8 @@ def add_graph_commands(sub # the `add_subparsers()` object of `build_parser`
     bg.add_argument("--vqvae", required=True, help="checkpoint from train-vqvae")
     bg.add_argument("--out", required=True, help="output folder (one .pt + .json per case, graphs.csv)")
     add_signature_options(bg, build_graphs, ("n_jobs", "force"), n_jobs=dict(flag="--jobs"))
-    add_config_options(bg, GraphConfig, delta_unit=dict(choices=DELTA_UNITS), structural_norm=dict(choices=STRUCTURAL_NORMS))
+    add_config_options(bg, GraphConfig, exclude=("crop_mm", "crop_shape"), delta_unit=dict(choices=DELTA_UNITS),
+                       structural_norm=dict(choices=STRUCTURAL_NORMS), fine_partition=dict(choices=FINE_PARTITIONS))
 
 # %% ../nbs/20_cli.ipynb #8a8c9ae3
 def _csv_list(text: str, choices: tuple, what: str) -> list:
@@ -290,14 +292,28 @@ def _csv_list(text: str, choices: tuple, what: str) -> list:
     if bad or not items: raise InputError(f"{what} must be a comma-separated list of {', '.join(choices)}; got {text!r}")
     return items
 
+def _partition_folder(text: str) -> tuple:
+    "'PARTITION=DIR' of --partition-graphs."
+    part, sep, folder = text.partition("=")
+    if not sep or part not in FINE_PARTITIONS or part == PAPER_PARTITION:
+        raise InputError(f"--partition-graphs takes PARTITION=DIR with PARTITION one of {[p for p in FINE_PARTITIONS if p != PAPER_PARTITION]}, got {text!r}")
+    return part, folder
+
 def cmd_train_hgnn(args) -> int:
     "Train and evaluate HiPerfGNN (and the chosen ablations/baselines) on a folder of graphs."
     tasks = _csv_list(args.task, tuple(TASKS), "--task")
     models = _csv_list(args.models, BENCH_MODELS, "--models")
     splits = load_splits(args.splits) if args.splits else None
     cfg = config_from_args(TrainConfig, args)
-    run_benchmark(args.graphs, args.out, tasks, models, external_dir=args.external_dir, splits=splits, config=cfg,
-                  n_boot=args.n_boot, seed=cfg.seed)
+    try: seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError: raise InputError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    graphs, external = args.graphs, args.external_dir
+    if args.partition_graphs:  # each model reads the graphs of its own fine partition (MODEL_PARTITION)
+        parts = dict(_partition_folder(t) for t in args.partition_graphs)
+        graphs = {PAPER_PARTITION: args.graphs, **parts}
+        if external is not None: raise InputError("--external with --partition-graphs: evaluate the external site with `hiperf predict` per model")
+    run_benchmark(graphs, args.out, tasks, models, external_dir=external, splits=splits, n_folds=args.n_folds, seeds=seeds,
+                  config=cfg, n_boot=args.n_boot, seed=cfg.seed)
     lay = BenchmarkLayout(args.out)
     for t in tasks:
         if t != "grade": atomic_write_bytes(lay.roc(t), figure_png(plot_roc(lay.root, t)))
@@ -330,6 +346,11 @@ def add_hgnn_commands(sub # the `add_subparsers()` object of `build_parser`
     th.add_argument("--splits", metavar="CSV", default=None,
                     help=f"patient_id,split table (default: stratified {fractions}, saved to {BenchmarkLayout('OUT').splits})")
     add_signature_options(th, run_benchmark, ("external_dir",), external_dir=dict(flag="--external", metavar="GRAPHS"))
+    th.add_argument("--partition-graphs", action="append", metavar="PARTITION=DIR", default=[],
+                    help="graphs of an ablation's own fine partition (repeatable), e.g. habitat_grid=DIR for perf_hier and "
+                         "tumour_slic=DIR for sg, so no ablation sees the modality it lacks; without it every model reads GRAPHS")
+    add_signature_options(th, run_benchmark, ("n_folds",), n_folds=dict(flag="--folds", metavar="K"))
+    th.add_argument("--seeds", default="0", help="comma-separated training seeds; with several, each fold's probabilities are averaged over them")
     add_config_options(th, TrainConfig, exclude=("seed",), monitor=dict(choices=MONITORS))
     add_signature_options(th, run_benchmark, ("n_boot", "seed"))
     pr = add_command(sub, "predict", cmd_predict, "per-patient probabilities of a trained model (CSV)",

@@ -18,7 +18,7 @@ import platform
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
@@ -39,12 +39,12 @@ from .core import (Config, HiperfWarning, ManifestError, atomic_write_bytes, ato
                             seed_everything, to_json)
 from .lunar_bench import run_lunar
 from .genomics import PAPER_TABLE1, cohort_summary, compare_tables, tcga_recurrence_cohort
-from .graphs import GraphConfig, HierGraph, build_graphs
+from .graphs import FINE_PARTITIONS, GraphConfig, HierGraph, build_graphs
 from .io import Case, load_case, read_manifest
-from .phantom import simulate_cohort
+from .cohorts import simulate_cohort
 from .saliency import cohort_saliency, plot_saliency, saliency_volume, node_saliency
 from .train import TrainConfig, load_model, load_splits, patient_splits, save_splits
-from .hgnn_bench import BENCH_MODELS, MODEL_LABELS, BenchmarkLayout, PAPER_IDH_AUC, plot_roc, run_benchmark
+from .hgnn_bench import PAPER_PARTITION, BENCH_MODELS, MODEL_LABELS, BenchmarkLayout, PAPER_IDH_AUC, plot_roc, run_benchmark
 from .vqvae import VQVAE_SCHEDULES, VQVAEConfig, vqvae_schedule, save_vqvae, tics_from_cases, train_vqvae, load_vqvae
 
 # %% ../nbs/19_demo.ipynb #651f27c1
@@ -88,7 +88,10 @@ class DemoLayout:
     def splits(self) -> Path: return self.root / "splits.csv" # the internal patients' train/val/test split
     @property
     def graph_root(self) -> Path: return self.root / "graphs"
-    def graphs(self, site: str) -> Path: return self.graph_root / site
+    def graphs(self, site: str, partition: str = PAPER_PARTITION) -> Path:
+        "A site's graphs with one fine partition (the paper's: the full model's; the others: the ablations')."
+        return self.graph_root / (site if partition == PAPER_PARTITION else f"{site}-{partition}")
+    def partition_graphs(self, site: str) -> dict: return {p: self.graphs(site, p) for p in FINE_PARTITIONS} # `run_benchmark`'s graph folders
     def graph(self, site: str, patient_id: str) -> Path: return self.graphs(site) / f"{patient_id}.pt"
     @property
     def models(self) -> Path: return self.root / "models"
@@ -210,9 +213,12 @@ def _graphs(lay: DemoLayout, cfg: DemoConfig) -> dict:
     sp = load_splits(lay.splits)
     res = {}
     for site in ("internal", "external"):
-        df = build_graphs(read_manifest(lay.manifest(site)), vq, lay.graphs(site), graph_config(cfg), n_jobs=1)
-        res[site] = graph_summary(df)
-        if site == "internal": res["internal_test"] = graph_summary(df[df.patient_id.isin(sp.patient_id[sp.split == "test"])])
+        for part in FINE_PARTITIONS:  # the ablations get graphs that do not carry the modality they lack (MODEL_PARTITION)
+            cfg_p = replace(graph_config(cfg), fine_partition=part, **({} if part == PAPER_PARTITION else {"crop_mm": None}))
+            df = build_graphs(read_manifest(lay.manifest(site)), vq, lay.graphs(site, part), cfg_p, n_jobs=1)
+            if part != PAPER_PARTITION: continue
+            res[site] = graph_summary(df)
+            if site == "internal": res["internal_test"] = graph_summary(df[df.patient_id.isin(sp.patient_id[sp.split == "test"])])
     return res
 
 def _hgnn(lay: DemoLayout, cfg: DemoConfig) -> dict:
@@ -220,7 +226,7 @@ def _hgnn(lay: DemoLayout, cfg: DemoConfig) -> dict:
     sp = load_splits(lay.splits)
     built = pd.read_csv(lay.graphs("internal") / "graphs.csv", dtype={"patient_id": str}).patient_id
     sp = sp[sp.patient_id.isin(built)]  # a patient whose graph failed can be neither trained on nor evaluated
-    res = run_benchmark(lay.graphs("internal"), lay.hgnn.root, ("idh",), cfg.hgnn_models, external_dir=lay.graphs("external"),
+    res = run_benchmark(lay.partition_graphs("internal"), lay.hgnn.root, ("idh",), cfg.hgnn_models, external_dir=lay.partition_graphs("external"),
                         splits=sp, config=tc, n_boot=cfg.n_boot, seed=cfg.seed)
     atomic_write_bytes(lay.figure("hgnn_roc_idh"), figure_png(plot_roc(lay.hgnn.root, "idh")))
     metrics = {}
@@ -427,7 +433,7 @@ def run_demo(out: str | Path | None = None, # demo folder (default: resume the n
               ("phantom_external", dict(n=cfg.n_external, zoom=cfg.zoom, seed=cfg.seed + 1), lambda: _phantoms(lay, cfg, "external", cfg.n_external, cfg.seed + 1), (lay.data("external"),)),
               ("splits", dict(n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed), lambda: _splits(lay, cfg), ()),
               ("vqvae", vq_opts, lambda: _vqvae(lay, cfg), (lay.models,)),
-              ("graphs", dict(n=(cfg.n_internal, cfg.n_external), zoom=cfg.zoom, vq=vq_opts, graph=upstream["graph"], seed=cfg.seed), lambda: _graphs(lay, cfg), (lay.graph_root,)),
+              ("graphs", dict(n=(cfg.n_internal, cfg.n_external), zoom=cfg.zoom, vq=vq_opts, graph=upstream["graph"], partitions=FINE_PARTITIONS, seed=cfg.seed), lambda: _graphs(lay, cfg), (lay.graph_root,)),
               ("hgnn", dict(models=cfg.hgnn_models, epochs=cfg.hgnn_epochs, patience=cfg.patience, n_boot=cfg.n_boot, upstream=upstream), lambda: _hgnn(lay, cfg), (lay.hgnn.root,)),
               ("saliency", dict(upstream=upstream), lambda: _saliency(lay, cfg), (lay.saliency,)),
               ("lunar", dict(quick=cfg.lunar_quick, seed=cfg.seed), lambda: _lunar(lay, cfg), (lay.lunar,))]

@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['BENCH_MODELS', 'MODEL_LABELS', 'TABLE_METRICS', 'PAPER_IDH_AUC', 'BenchmarkLayout', 'evaluate_predictions',
-           'run_benchmark', 'paper_table', 'plot_roc', 'class_names', 'predict_graphs']
+__all__ = ['BENCH_MODELS', 'MODEL_LABELS', 'MODEL_PARTITION', 'PAPER_PARTITION', 'TABLE_METRICS', 'PAPER_IDH_AUC',
+           'DATASET_LABELS', 'BenchmarkLayout', 'cv_splits', 'split_folds', 'pool_predictions', 'evaluate_pooled',
+           'seed_aucs', 'run_benchmark', 'paper_table', 'paired_comparisons', 'paired_table', 'plot_roc', 'class_names',
+           'predict_graphs']
 
 # %% ../nbs/10_hgnn_bench.ipynb #8acfe51a
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +26,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 # %% ../nbs/10_hgnn_bench.ipynb #f65b5613
 from .core import DataFormatError, InputError, MissingFileError, atomic_write_text
-from .metrics import format_ci, markdown_table, stratified_bootstrap, youden_threshold
+from .metrics import (binary_metrics, classification_metrics, delong_test, format_ci, markdown_table, paired_bootstrap,
+                               stratified_bootstrap, youden_threshold)
 from .train import (MODEL_KINDS, TASKS, TrainConfig, feature_matrix, fit, fit_feature_baseline,
                              load_graph_set, load_model, load_splits, make_model, n_classes, patient_splits,
                              predict_proba, save_model, save_splits)
@@ -31,7 +35,7 @@ from .train import (MODEL_KINDS, TASKS, TrainConfig, feature_matrix, fit, fit_fe
 # %% ../nbs/10_hgnn_bench.ipynb #eabb21d9
 @dataclass(frozen=True)
 class BenchmarkLayout:
-    "The files of a `run_benchmark` folder."
+    "The files of a `run_benchmark` folder: splits, one folder per training run, pooled predictions, tables."
     root: Path # the benchmark's `out_dir`
 
     def __post_init__(self): object.__setattr__(self, "root", Path(self.root))
@@ -41,23 +45,69 @@ class BenchmarkLayout:
     def results_csv(self) -> Path: return self.root / "results.csv"
     @property
     def results_md(self) -> Path: return self.root / "results.md"
+    @property
+    def paired_csv(self) -> Path: return self.root / "paired.csv"
+    @property
+    def paired_md(self) -> Path: return self.root / "paired.md"
     def model_dir(self, task: str, model: str) -> Path: return self.root / task / model
-    def checkpoint(self, task: str, model: str) -> Path:
-        "The best-epoch weights of a trained model (with its validation threshold)."
-        return self.model_dir(task, model) / "best.pt"
-    def predictions(self, task: str, model: str) -> Path: return self.model_dir(task, model) / "predictions.csv"
+    def run_dir(self, task: str, model: str, fold: int = 0, seed: int = 0) -> Path:
+        "One training run: fold `fold`'s training patients, initialisation and shuffling seed `seed`."
+        return self.model_dir(task, model) / f"fold{fold}" / f"seed{seed}"
+    def checkpoint(self, task: str, model: str, fold: int = 0, seed: int = 0) -> Path:
+        "The best-epoch weights of one run (with its validation threshold)."
+        return self.run_dir(task, model, fold, seed) / "best.pt"
+    def run_predictions(self, task: str, model: str, fold: int = 0, seed: int = 0) -> Path:
+        "Val, test and external probabilities of one run."
+        return self.run_dir(task, model, fold, seed) / "predictions.csv"
+    def predictions(self, task: str, model: str) -> Path:
+        "Pooled predictions of a model (`pool_predictions`): out-of-fold test rows and fold-averaged external rows."
+        return self.model_dir(task, model) / "predictions.csv"
     def roc(self, task: str) -> Path: return self.root / f"roc_{task}.png" # `plot_roc` of a task, as `hiperf train-hgnn` writes it
     def prediction_files(self, task: str) -> list[Path]: return sorted((self.root / task).glob("*/predictions.csv"))
 
 # %% ../nbs/10_hgnn_bench.ipynb #a3f91490
-BENCH_MODELS = ("perf", "perf_hier", "sg", "full", "perfgat", "features")
+BENCH_MODELS = ("perf", "perf_hier", "sg", "full", "perfgat", "features", "cnn")
 MODEL_LABELS = {"perf": "Perf", "perf_hier": "Perf+Hier", "sg": "SG", "full": "HiPerfGNN (Perf+Hier+SG)",
-                "perfgat": "PerfGAT-style", "features": "rCBV/TIC features + LR"}
+                "perfgat": "PerfGAT-style", "features": "rCBV/TIC features + LR", "cnn": "GlioMT-style CNN (structure)"}
+# The fine partition each model's graphs are built with (`GraphConfig.fine_partition`), so no ablation sees the
+# modality it is meant to lack: Perf+Hier's fine level is a geometric grid inside the habitats (no structural input),
+# SG's supervoxels are cut from the whole tumour (no habitat boundaries). Every other model reads the paper's graphs.
+MODEL_PARTITION = {"perf_hier": "habitat_grid", "sg": "tumour_slic"}
+PAPER_PARTITION = "habitat_slic"
 TABLE_METRICS = ("accuracy", "macro_f1", "sensitivity", "specificity", "auroc")
 # IDH AUCs of the paper's Tables 1-2 (real patients): (model, "test" = internal test | "external" = UPenn-GBM)
 PAPER_IDH_AUC = {("perf", "test"): 0.748, ("perf_hier", "test"): 0.785, ("sg", "test"): 0.875, ("full", "test"): 0.963,
                  ("perfgat", "test"): 0.699, ("perf", "external"): 0.633, ("perf_hier", "external"): 0.699,
                  ("sg", "external"): 0.689, ("full", "external"): 0.887, ("perfgat", "external"): 0.565}
+
+# %% ../nbs/10_hgnn_bench.ipynb #e653142c
+def cv_splits(labels: pd.DataFrame, # one row per patient: `patient_id` + the stratification columns
+              n_folds: int = 5, # k
+              val_fraction: float = 0.15, # share of each training fold held out for early stopping and the threshold
+              stratify: Sequence[str] = ("idh", "codel", "grade"), # columns whose joint value is a stratum
+              seed: int = 0 # dealing seed
+             ) -> pd.DataFrame:
+    "Stratified k-fold patient splits: one row per (fold, patient) with split train/val/test; each patient is tested once."
+    if n_folds < 2: raise InputError(f"n_folds must be >= 2, got {n_folds}")
+    if not 0 < val_fraction < 1: raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    cols = [c for c in stratify if c in labels.columns]
+    strata = labels[cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("all", index=labels.index)
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero((strata == s).to_numpy())) for s in sorted(strata.unique())])
+    fold = np.empty(len(labels), int); fold[order] = np.arange(len(order)) % n_folds
+    frames = []
+    for k in range(n_folds):
+        rest = labels[fold != k]
+        inner = patient_splits(rest, (1 - val_fraction, val_fraction, 0.0), stratify, seed * 1000 + k)
+        frames.append(pd.DataFrame({"fold": k, "patient_id": labels.patient_id[fold == k].to_numpy(), "split": "test"}))
+        frames.append(inner.assign(fold=k)[["fold", "patient_id", "split"]])
+    return pd.concat(frames, ignore_index=True).sort_values(["fold", "split", "patient_id"], kind="stable").reset_index(drop=True)
+
+def split_folds(splits: pd.DataFrame # `cv_splits` (with `fold`) or `patient_splits` (one split) table
+               ) -> dict:
+    "{fold: {'train' | 'val' | 'test': [patient ids]}}; a table without a `fold` column is fold 0."
+    s = splits if "fold" in splits.columns else splits.assign(fold=0)
+    return {int(k): {name: g.patient_id[g.split == name].tolist() for name in ("train", "val", "test")} for k, g in s.groupby("fold")}
 
 # %% ../nbs/10_hgnn_bench.ipynb #985ca169
 def _prediction_frame(ids, y, P, split) -> pd.DataFrame:
@@ -65,93 +115,153 @@ def _prediction_frame(ids, y, P, split) -> pd.DataFrame:
     for c in range(P.shape[1]): df[f"p{c}"] = P[:, c]
     return df
 
-def _train_one(kind, task, tr, va, others, folder, config, seed, show_progress) -> pd.DataFrame:
-    "Train one model and return its predictions on val + the other sets."
+def _train_one(kind, tr, va, others, folder, config, show_progress) -> pd.DataFrame:
+    "Train one model and return its predictions on val + the other sets, with its own validation threshold."
     t0 = time.perf_counter()
     if kind == "features":
-        pipe = fit_feature_baseline(tr, seed)
+        pipe = fit_feature_baseline(tr, config.seed)
         score = lambda d: pipe.predict_proba(feature_matrix(d))
     else:
-        model, _ = fit(make_model(kind, tr, seed=seed), tr, va, config, out_dir=folder, show_progress=show_progress)
+        model, _ = fit(make_model(kind, tr, seed=config.seed), tr, va, config, out_dir=folder, show_progress=show_progress)
         score = lambda d: predict_proba(model, d)
     seconds = time.perf_counter() - t0
-    frames = [_prediction_frame(d.patient_ids, d.y, score(d), name) for name, d in [("val", va), *others] if len(d)]
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat([_prediction_frame(d.patient_ids, d.y, score(d), name) for name, d in [("val", va), *others] if len(d)], ignore_index=True)
     df["train_seconds"] = round(seconds, 2)
+    if kind != "features" and "p2" not in df:  # the run's own validation threshold travels with its checkpoint
+        val = df[df.split == "val"]
+        m, meta = load_model(folder / "best.pt")
+        save_model(m, folder / "best.pt", **meta, threshold=youden_threshold(val.y, val.p1))
     return df
 
-# %% ../nbs/10_hgnn_bench.ipynb #3e0bad39
-def evaluate_predictions(pred: pd.DataFrame, # `predictions.csv` of one model
-                         n_boot: int = 1000, # bootstrap resamples
-                         seed: int = 0 # bootstrap seed
-                        ) -> dict:
-    "Bootstrap results per evaluated split (test, external) with the threshold chosen on the val rows."
-    pcols = [c for c in pred.columns if c.startswith("p") and c[1:].isdigit()]
-    val = pred[pred.split == "val"]
-    binary = len(pcols) == 2
-    thr = youden_threshold(val.y, val.p1) if binary else None
-    out = {}
+# %% ../nbs/10_hgnn_bench.ipynb #b1a1e890
+def _pcols(df: pd.DataFrame) -> list: return [c for c in df.columns if c.startswith("p") and c[1:].isdigit()]
+
+def pool_predictions(runs: pd.DataFrame # rows of every run of one model: `fold`, `seed`, patient_id, split, y, p0..p{C-1}
+                    ) -> pd.DataFrame:
+    "One row per evaluated patient: out-of-fold test rows (own fold's threshold) and fold-averaged external rows."
+    pc = _pcols(runs)
+    avg = runs.groupby(["fold", "split", "patient_id"], sort=False).agg(y=("y", "first"), **{c: (c, "mean") for c in pc}).reset_index()
+    binary = len(pc) == 2
+    thr = {}
+    if binary:
+        for k, v in avg[avg.split == "val"].groupby("fold"):
+            if v.y.nunique() < 2: raise InputError(f"fold {k}: the validation patients hold one class only; a threshold cannot be chosen (use more patients or fewer folds)")
+            thr[k] = youden_threshold(v.y, v.p1)
+    test = avg[avg.split == "test"].assign(threshold=lambda d: d.fold.map(thr) if binary else np.nan)
+    ext = avg[avg.split == "external"]
+    if len(ext):
+        ext = ext.groupby("patient_id", sort=False).agg(y=("y", "first"), **{c: (c, "mean") for c in pc}).reset_index()
+        ext = ext.assign(split="external", fold=-1, threshold=float(np.mean(list(thr.values()))) if binary else np.nan)
+    return pd.concat([test, ext], ignore_index=True)[["patient_id", "split", "fold", "y", *pc, "threshold"]]
+
+def evaluate_pooled(pooled: pd.DataFrame, # from `pool_predictions`
+                    n_boot: int = 1000, # bootstrap resamples
+                    seed: int = 0 # bootstrap seed
+                   ) -> dict:
+    "{split: `stratified_bootstrap` table} for the test (out-of-fold) and external rows with both classes."
+    pc, out = _pcols(pooled), {}
     for split in ("test", "external"):
-        d = pred[pred.split == split]
+        d = pooled[pooled.split == split]
         if not len(d) or d.y.nunique() < 2: continue
-        score = d.p1.to_numpy() if binary else d[pcols].to_numpy()
-        out[split] = stratified_bootstrap(d.y.to_numpy(), score, n_boot=n_boot, seed=seed, **({"threshold": thr} if binary else {}))
-    return {"threshold": thr, "results": out}
+        if len(pc) == 2: out[split] = stratified_bootstrap(d.y, d.p1, binary_metrics, n_boot, seed=seed, threshold=d.threshold.to_numpy())
+        else: out[split] = stratified_bootstrap(d.y, d[pc].to_numpy(), n_boot=n_boot, seed=seed)
+    return out
+
+def seed_aucs(runs: pd.DataFrame # as for `pool_predictions`
+             ) -> pd.Series:
+    "Out-of-fold AUC of each seed alone (its test rows pooled over folds): the spread a single training run would have."
+    pc = _pcols(runs)
+    t = runs[runs.split == "test"]
+    score = lambda d: d.p1.to_numpy() if len(pc) == 2 else d[pc].to_numpy()
+    return pd.Series({s: classification_metrics(d.y.to_numpy(), score(d))["auroc"] for s, d in t.groupby("seed")}, dtype=float)
 
 # %% ../nbs/10_hgnn_bench.ipynb #97d7bf28
-def run_benchmark(graph_dir: str | Path, # internal cohort graphs (from `build_graphs`)
+def _folder(dirs, model: str) -> Path:
+    "The graph folder a model reads: `dirs` itself, or its partition's entry of {partition: folder}."
+    if not isinstance(dirs, Mapping): return Path(dirs)
+    part = MODEL_PARTITION.get(model, PAPER_PARTITION)
+    if part not in dirs: raise InputError(f"model {model!r} reads graphs with fine partition {part!r}; graph folders were given for {sorted(dirs)}")
+    return Path(dirs[part])
+
+def _runs(lay, task, kind, folds, seeds, sets, config, show_progress) -> pd.DataFrame:
+    "Every (fold, seed) run of one model, trained or read back."
+    frames = []
+    for k, f in folds.items():
+        for s in seeds:
+            path = lay.run_predictions(task, kind, k, s)
+            if not path.exists():
+                data, ext = sets(kind)
+                tr, va, te = (data.subset(f[n]) for n in ("train", "val", "test"))
+                for name, d in (("train", tr), ("val", va), ("test", te)):
+                    if len(set(d.y)) < 2: raise InputError(f"{lay.splits}: fold {k}'s {name} split has {len(d)} patient(s) and only class(es) {sorted(set(d.y.tolist()))} for {task}; use more patients or other splits")
+                others = [("test", te)] + ([("external", ext)] if ext is not None else [])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pred = _train_one(kind, tr, va, others, path.parent, replace(config, seed=s), show_progress)
+                atomic_write_text(path, pred.to_csv(index=False))
+            frames.append(pd.read_csv(path, dtype={"patient_id": str}).assign(fold=k, seed=s))
+    return pd.concat(frames, ignore_index=True)
+
+def run_benchmark(graph_dir: str | Path | Mapping[str, str | Path], # internal graphs (`build_graphs`): a folder, or {fine partition: folder}
                   out_dir: str | Path, # where models, predictions and tables go
                   tasks: Sequence[str] = ("idh",), # keys of `TASKS`
                   models: Sequence[str] = BENCH_MODELS, # `MODEL_KINDS` names and/or "features"
-                  external_dir: str | Path | None = None, # external-site graphs, evaluated for IDH only (never trained on)
-                  splits: pd.DataFrame | None = None, # patient splits (default: `patient_splits` of the internal labels, saved)
-                  config: TrainConfig | None = None, # optimisation options
+                  external_dir: str | Path | Mapping[str, str | Path] | None = None, # external-site graphs, as `graph_dir`; evaluated for IDH only (never trained on)
+                  splits: pd.DataFrame | None = None, # `patient_splits` or `cv_splits` table (default: the saved one, else made and saved)
+                  n_folds: int | None = None, # without `splits`: k-fold cross-validation (`cv_splits`); None: one train/val/test split
+                  seeds: Sequence[int] = (0,), # training seeds per fold (initialisation, shuffling)
+                  config: TrainConfig | None = None, # optimisation options (its seed is replaced by each of `seeds`)
                   n_boot: int = 1000, # bootstrap resamples
-                  seed: int = 0, # one seed for splits, initialisation, shuffling and bootstrap
+                  seed: int = 0, # splits and bootstrap seed
                   show_progress: bool | None = None # progress bars
                  ) -> pd.DataFrame:
-    "Train and evaluate every model for every task; write checkpoints, predictions and results tables; return the long results table."
+    "Train and evaluate every model for every task; write runs, pooled predictions, results and paired tables; return the long results table."
     lay = BenchmarkLayout(out_dir); lay.root.mkdir(parents=True, exist_ok=True)
     unknown = [m for m in models if m not in MODEL_KINDS + ("features",)]
     if unknown: raise InputError(f"unknown models {unknown}; choose from {MODEL_KINDS + ('features',)}")
-    labels = pd.read_csv(Path(graph_dir) / "graphs.csv", dtype={"patient_id": str}) if (Path(graph_dir) / "graphs.csv").exists() else None
-    if labels is None: raise MissingFileError(f"{Path(graph_dir) / 'graphs.csv'}: no graph index; build the graphs first")
-    sp_path = lay.splits
-    if splits is None: splits = load_splits(sp_path) if sp_path.exists() else patient_splits(labels, seed=seed)
-    save_splits(splits, sp_path)
-    ids = {s: splits.patient_id[splits.split == s].tolist() for s in ("train", "val", "test")}
+    config = config or TrainConfig()
+    index = _folder(graph_dir, "full") / "graphs.csv"
+    if not index.exists(): raise MissingFileError(f"{index}: no graph index; build the graphs first")
+    labels = pd.read_csv(index, dtype={"patient_id": str})
+    if splits is None:
+        splits = load_splits(lay.splits) if lay.splits.exists() else (
+            patient_splits(labels, seed=seed) if n_folds is None else cv_splits(labels, n_folds, seed=seed))
+    save_splits(splits, lay.splits)
+    folds = split_folds(splits)
     rows = []
     for task in tasks:
-        data = load_graph_set(graph_dir, task, show_progress=show_progress)
-        tr, va, te = (data.subset(ids[s]) for s in ("train", "val", "test"))
-        for name, d in (("train", tr), ("val", va), ("test", te)):
-            if len(set(d.y)) < 2: raise InputError(f"{sp_path}: the {name} split has {len(d)} patient(s) and only class(es) {sorted(set(d.y.tolist()))} for {task}; use more patients or other splits")
-        others = [("test", te)]
-        if external_dir is not None and task == "idh":
-            others.append(("external", load_graph_set(external_dir, task, show_progress=show_progress)))
+        cache = {}
+        def sets(kind):
+            "Graph sets of the folder a model reads (loaded once per task)."
+            key = _folder(graph_dir, kind)
+            if key not in cache:
+                ext = load_graph_set(_folder(external_dir, kind), task, show_progress=show_progress) if external_dir is not None and task == "idh" else None
+                cache[key] = (load_graph_set(key, task, show_progress=show_progress), ext)
+            return cache[key]
         for kind in models:
-            folder, pred_path = lay.model_dir(task, kind), lay.predictions(task, kind)
-            trained = not pred_path.exists()
-            if trained:
-                pred = _train_one(kind, task, tr, va, others, folder, config, seed, show_progress)
-                folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(pred_path, pred.to_csv(index=False))
-            else: pred = pd.read_csv(pred_path, dtype={"patient_id": str})
-            ev = evaluate_predictions(pred, n_boot=n_boot, seed=seed)
-            if trained and kind != "features" and ev["threshold"] is not None:  # the validation threshold travels with the model
-                m, meta = load_model(lay.checkpoint(task, kind))
-                save_model(m, lay.checkpoint(task, kind), **meta, threshold=ev["threshold"])
-            for split, res in ev["results"].items():
+            runs = _runs(lay, task, kind, folds, seeds, sets, config, show_progress)
+            pooled = pool_predictions(runs)
+            atomic_write_text(lay.predictions(task, kind), pooled.to_csv(index=False))
+            per_seed = seed_aucs(runs)
+            for split, res in evaluate_pooled(pooled, n_boot, seed).items():
                 for metric, r in res.iterrows():
                     rows.append({"task": task, "model": kind, "dataset": split, "metric": metric, **r.to_dict(),
-                                 "threshold": ev["threshold"], "train_seconds": float(pred.train_seconds.iloc[0]),
-                                 "n": int((pred.split == split).sum())})
+                                 "threshold": float(pooled.threshold[pooled.split == split].mean()),
+                                 "train_seconds": float(runs.groupby(["fold", "seed"]).train_seconds.first().mean()),
+                                 "n": int((pooled.split == split).sum()), "folds": len(folds), "seeds": len(seeds),
+                                 "seed_auroc_mean": float(per_seed.mean()), "seed_auroc_sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan,
+                                 "partition": "paper" if not isinstance(graph_dir, Mapping) else MODEL_PARTITION.get(kind, PAPER_PARTITION)})
     long = pd.DataFrame(rows)
     atomic_write_text(lay.results_csv, long.to_csv(index=False))
     atomic_write_text(lay.results_md, paper_table(long) + "\n")
+    if "full" in models and len(models) > 1:
+        paired = paired_comparisons(out_dir, tasks, n_boot=n_boot, seed=seed)
+        atomic_write_text(lay.paired_csv, paired.to_csv(index=False))
+        atomic_write_text(lay.paired_md, paired_table(paired) + "\n")
     return long
 
-# %% ../nbs/10_hgnn_bench.ipynb #81d547bd
+# %% ../nbs/10_hgnn_bench.ipynb #081a366a
+DATASET_LABELS = {"test": "Internal test", "external": "External"}
+
 def paper_table(long: pd.DataFrame, # `run_benchmark` results
                 metrics: Sequence[str] = TABLE_METRICS # columns, in the papers' order
                ) -> str:
@@ -160,10 +270,53 @@ def paper_table(long: pd.DataFrame, # `run_benchmark` results
     rows = []
     for (ds, task, model), g in long.groupby(["dataset", "task", "model"], sort=False):
         r = g.set_index("metric")
-        rows.append({"Dataset": {"test": "Internal test", "external": "External"}[ds], "Task": task,
-                     "Model": MODEL_LABELS.get(model, model), "n": int(r.n.iloc[0]),
-                     **{names[m]: format_ci(r.loc[m], 2 if m != "auroc" else 3) for m in metrics if m in r.index}})
-    return markdown_table(pd.DataFrame(rows), index=False)
+        label = DATASET_LABELS[ds] + (f" ({int(r.folds.iloc[0])}-fold, out-of-fold)" if ds == "test" and r.folds.iloc[0] > 1 else "")
+        row = {"Dataset": label, "Task": task, "Model": MODEL_LABELS.get(model, model), "n": int(r.n.iloc[0]),
+               **{names[m]: format_ci(r.loc[m], 2 if m != "auroc" else 3) for m in metrics if m in r.index}}
+        if r.seeds.iloc[0] > 1: row["AUC per seed (mean ± sd)"] = f"{r.seed_auroc_mean.iloc[0]:.3f} ± {r.seed_auroc_sd.iloc[0]:.3f} (n={int(r.seeds.iloc[0])})"
+        rows.append(row)
+    return markdown_table(pd.DataFrame(rows).fillna("-"), index=False)
+
+# %% ../nbs/10_hgnn_bench.ipynb #d48f0c2b
+def paired_comparisons(out_dir: str | Path, # a `run_benchmark` folder
+                       tasks: Sequence[str] = ("idh",), # tasks to compare
+                       reference: str = "full", # the model every other model is compared with
+                       n_boot: int = 1000, # bootstrap resamples (three-class tasks)
+                       seed: int = 0 # bootstrap seed
+                      ) -> pd.DataFrame:
+    "AUC(reference) - AUC(model) on the same patients, per task, dataset and model, with CI and p-value."
+    lay, rows = BenchmarkLayout(out_dir), []
+    for task in tasks:
+        ref_path = lay.predictions(task, reference)
+        if not ref_path.exists(): raise MissingFileError(f"{ref_path}: no pooled predictions of the reference model {reference!r}")
+        ref = pd.read_csv(ref_path, dtype={"patient_id": str})
+        for path in lay.prediction_files(task):
+            model = path.parent.name
+            if model == reference: continue
+            other = pd.read_csv(path, dtype={"patient_id": str})
+            for split in ("test", "external"):
+                a = ref[ref.split == split].set_index("patient_id")
+                b = other[other.split == split].set_index("patient_id")
+                common = a.index.intersection(b.index)
+                if len(common) < len(a) or len(common) < len(b): raise DataFormatError(f"{path}: {split} patients differ from {ref_path}'s; compare models on the same patients")
+                if not len(common) or a.y.nunique() < 2: continue
+                b = b.loc[a.index]
+                pc = _pcols(a)
+                r = (delong_test(a.y, a.p1, b.p1) if len(pc) == 2 else
+                     paired_bootstrap(a.y, a[pc].to_numpy(), b[pc].to_numpy(), n_boot=n_boot, seed=seed))
+                rows.append({"task": task, "dataset": split, "model": model, "reference": reference, "n": len(a),
+                             "auc_reference": r["value_a"], "auc_model": r["value_b"], "diff": r["diff"], "lo": r["lo"], "hi": r["hi"],
+                             "p_value": r["p_value"], "method": r["method"]})
+    return pd.DataFrame(rows)
+
+def paired_table(paired: pd.DataFrame # from `paired_comparisons`
+                ) -> str:
+    "Markdown: per task and dataset, each model's AUC, the reference's, and the difference with CI and p."
+    show = pd.DataFrame({"Task": paired.task, "Dataset": paired.dataset.map(DATASET_LABELS), "Model": paired.model.map(lambda m: MODEL_LABELS.get(m, m)),
+                         "n": paired.n, "AUC model": paired.auc_model.round(3), "AUC full": paired.auc_reference.round(3),
+                         "full - model (95 % CI)": [f"{d:+.3f} ({lo:+.3f} to {hi:+.3f})" for d, lo, hi in zip(paired["diff"], paired.lo, paired.hi)],
+                         "p": [f"{p:.2g}" for p in paired.p_value], "test": paired.method})
+    return markdown_table(show, index=False)
 
 # %% ../nbs/10_hgnn_bench.ipynb #9592ef10
 def plot_roc(out_dir: str | Path, # a `run_benchmark` folder

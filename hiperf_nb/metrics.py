@@ -7,11 +7,12 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['binary_metrics', 'multiclass_metrics', 'classification_metrics', 'youden_threshold', 'stratified_bootstrap',
-           'format_ci', 'results_table', 'markdown_table']
+           'delong_test', 'paired_bootstrap', 'format_ci', 'results_table', 'markdown_table']
 
 # %% ../nbs/08_metrics.ipynb #c54edceb
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score, roc_curve
 
 # %% ../nbs/08_metrics.ipynb #2f591e1a
@@ -29,11 +30,11 @@ def _check_scores(y, score) -> tuple[np.ndarray, np.ndarray]:
 
 def binary_metrics(y, # (n,) labels in {0, 1}
                    p, # (n,) predicted probability of class 1
-                   threshold: float = 0.5 # predict 1 when p >= threshold
+                   threshold: float | np.ndarray = 0.5 # predict 1 when p >= threshold; (n,) for per-patient thresholds (e.g. each CV fold's own)
                   ) -> dict:
     "Threshold-free (AUROC, AUPRC) and thresholded metrics of a binary classifier, with confusion counts."
     y, p = _check_scores(y, p)
-    pred = (p >= threshold).astype(int)
+    pred = (p >= np.asarray(threshold, float)).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
     div = lambda a, b: float(a / b) if b else float("nan")
     sens, spec = div(tp, tp + fn), div(tn, tn + fp)
@@ -89,20 +90,88 @@ def stratified_bootstrap(y, # (n,) integer labels
                          n_boot: int = 1000, # resamples
                          alpha: float = 0.05, # 1 - confidence level
                          seed: int = 0, # resampling seed
-                         **kwargs # passed to `metric_fn` (e.g. threshold)
+                         **kwargs # passed to `metric_fn` (e.g. threshold); (n,) arrays are per-patient values, resampled with the patients
                         ) -> pd.DataFrame:
     "Point estimates and stratified-bootstrap percentile CIs: one row per metric, columns value, lo, hi."
     y, score = np.asarray(y).astype(int), np.asarray(score, float)
+    rows = {k: np.asarray(v) for k, v in kwargs.items() if np.ndim(v) == 1 and len(v) == len(y)}
     point = metric_fn(y, score, **kwargs)
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)]
     draws = []
     for _ in range(n_boot):
         idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
-        draws.append(metric_fn(y[idx], score[idx], **kwargs))
+        draws.append(metric_fn(y[idx], score[idx], **{**kwargs, **{k: v[idx] for k, v in rows.items()}}))
     boot = pd.DataFrame(draws)
     lo, hi = boot.quantile(alpha / 2), boot.quantile(1 - alpha / 2)
     return pd.DataFrame({"value": pd.Series(point), "lo": lo, "hi": hi}).loc[list(point)]
+
+# %% ../nbs/08_metrics.ipynb #751405cb
+def _midrank(x: np.ndarray) -> np.ndarray:
+    "Midranks (1-based, ties averaged) of x (m,)."
+    order = np.argsort(x, kind="mergesort"); xs = x[order]
+    ranks = np.empty(len(x))
+    i = 0
+    while i < len(x):
+        j = i
+        while j < len(x) and xs[j] == xs[i]: j += 1
+        ranks[i:j] = 0.5 * (i + j - 1) + 1
+        i = j
+    out = np.empty(len(x)); out[order] = ranks
+    return out
+
+def delong_test(y, # (n,) labels in {0, 1}
+                score_a, # (n,) scores of model A
+                score_b, # (n,) scores of model B, same patients
+                alpha: float = 0.05 # 1 - confidence level of the difference's CI
+               ) -> dict:
+    "DeLong's test of AUC(A) - AUC(B) on the same patients: both AUCs, the difference with its CI, z and two-sided p."
+    y, a = _check_scores(y, score_a)
+    _, b = _check_scores(y, score_b)
+    if a.ndim != 1 or b.ndim != 1 or set(np.unique(y)) != {0, 1}: raise InputError("delong_test needs binary labels and (n,) scores")
+    pos, neg = y == 1, y == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    v10, v01, auc = [], [], []
+    for s in (a, b):
+        tx, ty, tz = _midrank(s[pos]), _midrank(s[neg]), _midrank(np.concatenate([s[pos], s[neg]]))
+        auc.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - tx) / n); v01.append(1 - (tz[m:] - ty) / m)
+    s10, s01 = np.cov(np.stack(v10)), np.cov(np.stack(v01))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    diff = auc[0] - auc[1]
+    se = float(np.sqrt(max(var, 0.0)))
+    z = diff / se if se > 0 else (0.0 if diff == 0 else np.inf * np.sign(diff))
+    q = stats.norm.ppf(1 - alpha / 2)
+    return {"value_a": auc[0], "value_b": auc[1], "diff": diff, "lo": diff - q * se, "hi": diff + q * se,
+            "z": float(z), "p_value": float(2 * stats.norm.sf(abs(z))), "method": "DeLong"}
+
+# %% ../nbs/08_metrics.ipynb #ce1c397d
+def paired_bootstrap(y, # (n,) integer labels
+                     score_a, # (n,) or (n, C) scores of model A, as for `classification_metrics`
+                     score_b, # the same for model B, same patients
+                     metric: str = "auroc", # a key of `classification_metrics`
+                     n_boot: int = 1000, # resamples
+                     alpha: float = 0.05, # 1 - confidence level
+                     seed: int = 0, # resampling seed
+                     **kwargs # passed to `classification_metrics` of both models (e.g. threshold)
+                    ) -> dict:
+    "Paired stratified bootstrap of metric(A) - metric(B): both values, the difference with its percentile CI, two-sided p."
+    y = np.asarray(y).astype(int)
+    a, b = np.asarray(score_a, float), np.asarray(score_b, float)
+    if a.shape != b.shape: raise ShapeMismatchError(f"the two models' scores differ in shape: {a.shape} vs {b.shape}")
+    both = lambda yy, s, **kw: {"a": classification_metrics(yy, s[0], **kw)[metric], "b": classification_metrics(yy, s[1], **kw)[metric]}
+    if metric not in classification_metrics(y, a, **kwargs): raise InputError(f"unknown metric {metric!r}")
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)]
+    point = both(y, (a, b), **kwargs)
+    d = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
+        r = both(y[idx], (a[idx], b[idx]), **kwargs); d[i] = r["a"] - r["b"]
+    p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
+    return {"value_a": point["a"], "value_b": point["b"], "diff": point["a"] - point["b"],
+            "lo": float(np.quantile(d, alpha / 2)), "hi": float(np.quantile(d, 1 - alpha / 2)), "p_value": float(p),
+            "method": f"paired bootstrap ({n_boot})"}
 
 # %% ../nbs/08_metrics.ipynb #2894f540
 def format_ci(row, # a row with value, lo, hi

@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SALIENCY_METHODS', 'DEFAULT_SIGMA_MM', 'node_saliency', 'saliency_volume', 'save_saliency', 'bolus_frame',
-           'plot_saliency', 'region_saliency', 'saliency_table', 'rim_saliency_ratio', 'rim_ratio_summary',
-           'cohort_saliency']
+__all__ = ['SALIENCY_METHODS', 'DEFAULT_SIGMA_MM', 'FLAT_CV', 'MIN_COARSE', 'STATS_LEVEL', 'STATS_METHOD', 'N_BOOT',
+           'node_saliency', 'saliency_volume', 'save_saliency', 'bolus_frame', 'plot_saliency', 'region_saliency',
+           'truth_labels', 'FlatSaliencyError', 'saliency_flatness', 'check_not_flat', 'saliency_table',
+           'rim_saliency_ratio', 'rim_ratio_summary', 'perfusion_signal', 'signal_peak', 'cohort_saliency']
 
 # %% ../nbs/11_saliency.ipynb #c66c0b1c
 from pathlib import Path
@@ -25,10 +26,13 @@ from torch import Tensor
 from torch_geometric.data import Batch
 
 # %% ../nbs/11_saliency.ipynb #7a25ed8d
-from .core import (AffineMismatchError, DataFormatError, InputError, ManifestError, MissingFileError, NonFiniteError,
-                            ShapeMismatchError, UnsupportedFormatError, eval_mode, progress)
+from .core import (AffineMismatchError, DataFormatError, HiperfError, InputError, ManifestError, MissingFileError,
+                            NonFiniteError, ShapeMismatchError, UnsupportedFormatError, eval_mode, progress)
 from .graphs import HierGraph
+from .hgnn import InputNorm
 from .io import HABITATS, LoadedCase, read_manifest, save_nifti, voxel_spacing
+from .metrics import stratified_bootstrap
+from .phantom import RCBV_PRIORS, SITES, subtype
 from .train import load_model
 
 # %% ../nbs/11_saliency.ipynb #bdfcf236
@@ -37,6 +41,14 @@ SALIENCY_METHODS = ("grad", "contrastive", "grad_x_input")
 def _feature_name(model: torch.nn.Module, level: str) -> str:
     "The node attribute `model` reads at `level` (`perf` for the fine level of `perf_hier`, else `x`)."
     return "perf" if level == "fine" and getattr(model, "variant", None) == "perf_hier" else "x"
+
+def _standardisation(model: torch.nn.Module, level: str, n_features: int, pid) -> tuple[Tensor, Tensor] | None:
+    "Mean and std (F,) of the `InputNorm` the model applies at `level` (HGNN `norm_<level>`, PerfGAT `norm`), or None."
+    norm = getattr(model, "norm" if level == "parcel" else f"norm_{level}", None)
+    if not isinstance(norm, InputNorm): return None
+    if len(norm.mean) != n_features:
+        raise ShapeMismatchError(f"patient {pid}: the model standardises {len(norm.mean)} {level} features, the graph has {n_features}")
+    return norm.mean.detach().float(), norm.std.detach().float()
 
 def _explain(model, graph, target, task, level, method) -> tuple[Tensor, Tensor, int]:
     "Node scores (G,), the explained logits (C,) and the explained class."
@@ -52,8 +64,11 @@ def _explain(model, graph, target, task, level, method) -> tuple[Tensor, Tensor,
     if feat not in graph[level]: raise InputError(f"patient {pid}: the graph has no {level}.{feat} features")
     dev = next(model.parameters()).device
     batch = Batch.from_data_list([graph]).to(dev)
-    x = batch[level][feat].detach().clone().float().requires_grad_(True)
-    batch[level][feat] = x
+    raw = batch[level][feat].detach().float()
+    norm = _standardisation(model, level, raw.shape[1], pid)
+    mean, std = norm if norm is not None else (torch.zeros_like(raw[0]), torch.ones_like(raw[0]))
+    z = ((raw - mean) / std).requires_grad_(True)  # the features as the network sees them, after its fitted standardisation
+    batch[level][feat] = z * std + mean
     with eval_mode(model), torch.enable_grad():
         out = model(batch)
         if isinstance(out, dict):
@@ -64,12 +79,12 @@ def _explain(model, graph, target, task, level, method) -> tuple[Tensor, Tensor,
         if out.ndim != 2 or out.shape[0] != 1: raise ShapeMismatchError(f"patient {pid}: expected logits (1, C), got {tuple(out.shape)}")
         c = int(out.argmax(1)) if target is None else int(target)
         if not 0 <= c < out.shape[1]: raise InputError(f"patient {pid}: target class {c} outside 0..{out.shape[1] - 1}")
-        grad, = torch.autograd.grad(out[0, c], x, allow_unused=True)
+        grad, = torch.autograd.grad(out[0, c], z, allow_unused=True)
     if grad is None:
         raise InputError(f"patient {pid}: the model's output does not depend on {level}.{feat}; choose another level")
     if method == "grad": s = grad.norm(dim=1)
     elif method == "contrastive": s = grad.clamp(min=0).norm(dim=1)
-    else: s = (grad * x.detach()).sum(1).abs()
+    else: s = (grad * z.detach()).sum(1).abs()
     return s.detach().float().cpu(), out[0].detach().float().cpu(), c
 
 def node_saliency(model: torch.nn.Module, # trained HGNN (or any model taking a `HierGraph` batch and returning logits)
@@ -258,18 +273,78 @@ def region_saliency(volume: np.ndarray, # (X, Y, Z) saliency map
                           index=pd.Index(ids, name="label"))
     return df
 
+# %% ../nbs/11_saliency.ipynb #f56d6522
+def truth_labels(graph: HierGraph # a graph whose voxels carry `truth` (graphs of phantom cases)
+                ) -> np.ndarray:
+    "True habitat map (X, Y, Z) int16 on the graph's grid from `graph['voxel'].truth` (`HABITATS` ids, 0 outside the tumour)."
+    shape, _, pid = _grid(graph)
+    vox = graph["voxel"]
+    if "truth" not in vox:
+        raise DataFormatError(f"patient {pid}: the graph carries no voxel.truth (true habitat labels, phantom graphs only); pass label maps instead")
+    truth, pos = vox.truth.cpu().numpy().reshape(-1), vox.pos.cpu().numpy().astype(np.int64)
+    if len(truth) != len(pos): raise ShapeMismatchError(f"patient {pid}: voxel.truth holds {len(truth)} labels for {len(pos)} voxels")
+    if truth.dtype.kind not in "iu" or (truth < 0).any():
+        raise DataFormatError(f"patient {pid}: voxel.truth must hold integer labels >= 0, got dtype {truth.dtype}")
+    out = np.zeros(shape, np.int16); out[tuple(pos.T)] = truth
+    return out
+
+# %% ../nbs/11_saliency.ipynb #defdc76b
+FLAT_CV = 0.01 # a map whose coefficient of variation inside the tumour is below 1 % is flat
+MIN_COARSE = 2 # coarse nodes (habitats) a tumour needs before its regions can be compared
+
+class FlatSaliencyError(HiperfError, ValueError):
+    "A saliency map too uniform for region statistics: one coarse node, constant node scores, or variation below `FLAT_CV`."
+
+def saliency_flatness(graph: HierGraph, # the graph the scores belong to
+                      node_scores: Tensor | np.ndarray, # (G,) one score per node of `level`
+                      level: str = "coarse", # which nodes the scores are for
+                      volume: np.ndarray | None = None, # the (X, Y, Z) map made from them (default: `saliency_volume`'s defaults)
+                      min_cv: float = FLAT_CV # coefficient of variation below which the map is flat
+                     ) -> dict:
+    "Coarse nodes, `level` nodes, distinct node scores, coefficient of variation of the map inside the tumour, `flat` and why."
+    shape, _, pid = _grid(graph)
+    scores = np.asarray(node_scores.detach().cpu() if torch.is_tensor(node_scores) else node_scores, np.float64).reshape(-1)
+    vol = saliency_volume(graph, scores, level) if volume is None else np.asarray(volume, float)
+    if vol.shape != shape: raise ShapeMismatchError(f"patient {pid}: map of shape {vol.shape} on a grid of {shape}")
+    inside = vol[tuple(graph["voxel"].pos.cpu().numpy().astype(np.int64).T)]
+    mean = float(inside.mean()) if len(inside) else 0.0
+    cv = float(inside.std() / mean) if mean > 0 else float("nan")
+    n_distinct = int(np.unique(scores.astype(np.float32)).size)
+    why = ("constant node scores" if n_distinct < 2 else "zero map" if not mean > 0 else
+           f"coefficient of variation {cv:.2%} < {min_cv:.0%}" if cv < min_cv else "")
+    return {"n_coarse": int(graph["coarse"].num_nodes), "n_nodes": len(scores), "n_distinct": n_distinct, "cv": cv,
+            "flat": bool(why), "why_flat": why}
+
+def check_not_flat(graph: HierGraph, # the graph the scores belong to
+                   node_scores: Tensor | np.ndarray, # (G,) one score per node of `level`
+                   level: str = "coarse", # which nodes the scores are for
+                   volume: np.ndarray | None = None, # the map made from them (default: `saliency_volume`'s defaults)
+                   min_cv: float = FLAT_CV # coefficient of variation below which the map is flat
+                  ) -> dict:
+    "`saliency_flatness` of a map fit for region statistics; raises `FlatSaliencyError` for a one-node tumour or a flat map."
+    f = saliency_flatness(graph, node_scores, level, volume, min_cv)
+    pid = getattr(graph, "patient_id", "?")
+    if f["n_coarse"] < MIN_COARSE:
+        raise FlatSaliencyError(f"patient {pid}: {f['n_coarse']} coarse node(s); regions can be compared from {MIN_COARSE} habitats on")
+    if f["flat"]: raise FlatSaliencyError(f"patient {pid}: flat {level} saliency map ({f['why_flat']})")
+    return f
+
 # %% ../nbs/11_saliency.ipynb #58b414ba
+STATS_LEVEL, STATS_METHOD = "coarse", "grad_x_input" # what the region statistics explain (see "Flat maps" above)
+
 def _case_saliency(model, graph, label_map, names, target, task, level, method, sigma_mm, normalize, restrict):
     "One row of `saliency_table` and the case's map."
     pid = str(getattr(graph, "patient_id", "?"))
     scores, logits, c = _explain(model, graph, target, task, level, method)
     vol = saliency_volume(graph, scores, level, sigma_mm, normalize, restrict)
-    src = f"patient {pid} label map" + (f" {label_map}" if isinstance(label_map, (str, Path)) else "")
+    if label_map is None: label_map, src = truth_labels(graph), f"patient {pid} voxel.truth"
+    else: src = f"patient {pid} label map" + (f" {label_map}" if isinstance(label_map, (str, Path)) else "")
     regions = region_saliency(vol, label_map, names, affine=_grid(graph)[1], source=src)
     prob = torch.softmax(logits, 0)
     tumour_mean = float(vol[tuple(graph["voxel"].pos.cpu().numpy().astype(np.int64).T)].mean())
-    row = {"patient_id": pid, "target": c, "pred": int(logits.argmax()), "p_pred": float(prob.max()),
-           "n_nodes": int(graph[level].num_nodes), "mean_tumour": tumour_mean}
+    flat = saliency_flatness(graph, scores, level, vol)
+    row = {"patient_id": pid, "target": c, "pred": int(logits.argmax()), "p_pred": float(prob.max()), "level": level, "method": method,
+           **{k: v for k, v in flat.items() if k != "why_flat"}, "mean_tumour": tumour_mean}
     for _, r in regions.iterrows(): row[f"mean_{r['name']}"] = r["mean"]
     for _, r in regions.iterrows(): row[f"rel_{r['name']}"] = r["mean"] / tumour_mean if tumour_mean > 0 else np.nan
     for _, r in regions.iterrows(): row[f"n_{r['name']}"] = int(r["n_voxels"])
@@ -277,68 +352,153 @@ def _case_saliency(model, graph, label_map, names, target, task, level, method, 
 
 def saliency_table(model: torch.nn.Module, # trained model (`node_saliency`)
                    graphs: Sequence[HierGraph], # the test graphs
-                   label_maps: Sequence, # per graph: (X, Y, Z) label array or NIfTI path on its grid (e.g. habitats)
+                   label_maps: Sequence | None = None, # per graph: (X, Y, Z) label array or NIfTI path on its grid, or None: its `voxel.truth`
                    groups: Sequence | None = None, # per graph: its group (e.g. "wildtype"/"mutant"), column `group`
-                   names: Mapping[int, str] | None = HABITATS, # label -> region name (columns mean_<name>, n_<name>)
+                   names: Mapping[int, str] | None = HABITATS, # label -> region name (columns mean_<name>, rel_<name>, n_<name>)
                    target: int | None = None, # explained class (default: each case's predicted class)
                    task: str | None = None, # head of a multi-task model
-                   level: str = "coarse", # node level differentiated
-                   method: str = "grad", # see `node_saliency`
+                   level: str = STATS_LEVEL, # node level differentiated
+                   method: str = STATS_METHOD, # see `node_saliency`
                    sigma_mm: float = DEFAULT_SIGMA_MM, # smoothing, mm (see `saliency_volume`)
                    normalize: bool = True, # max-normalise each case's map
                    restrict: bool = True, # smooth inside the tumour only
                    out_dir: str | Path | None = None, # if given, write <patient_id>_saliency.nii.gz maps there
                    show_progress: bool | None = None # progress bar
                   ) -> pd.DataFrame:
-    "Per-case mean saliency per region (and voxel counts, prediction): one row per graph."
-    if len(label_maps) != len(graphs): raise InputError(f"{len(graphs)} graphs but {len(label_maps)} label maps")
+    "Per case: prediction, flatness (`saliency_flatness`), mean saliency per region (raw, and relative to the tumour's) and voxel counts."
+    if label_maps is not None and len(label_maps) != len(graphs): raise InputError(f"{len(graphs)} graphs but {len(label_maps)} label maps")
     if groups is not None and len(groups) != len(graphs): raise InputError(f"{len(graphs)} graphs but {len(groups)} groups")
     rows = []
     for i, g in enumerate(progress(graphs, "saliency", total=len(graphs), enabled=show_progress)):
-        row, vol = _case_saliency(model, g, label_maps[i], names, target, task, level, method, sigma_mm, normalize, restrict)
+        lm = None if label_maps is None else label_maps[i]
+        row, vol = _case_saliency(model, g, lm, names, target, task, level, method, sigma_mm, normalize, restrict)
         if groups is not None: row = {"patient_id": row["patient_id"], "group": groups[i], **{k: v for k, v in row.items() if k != "patient_id"}}
         if out_dir is not None: save_saliency(vol, g, Path(out_dir) / f"{row['patient_id']}_saliency.nii.gz")
         rows.append(row)
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_saliency.ipynb #98ba3fe9
-def rim_saliency_ratio(table: pd.DataFrame, # from `saliency_table` (columns `group` and mean_<region>)
+N_BOOT = 1000 # bootstrap resamples of the confidence intervals (over patients, stratified by group, percentile)
+
+def _exclusion(table: pd.DataFrame) -> pd.Series:
+    "Why each case is left out of region comparisons: 'one coarse node', 'flat map', or '' (kept; so is every case of a table without the columns)."
+    why = pd.Series("", index=table.index, dtype=object)
+    if "flat" in table: why[table["flat"].astype(bool).to_numpy()] = "flat map"
+    if "n_coarse" in table: why[(table["n_coarse"] < MIN_COARSE).to_numpy()] = "one coarse node"
+    return why
+
+def _ratio(y: np.ndarray, v: np.ndarray) -> dict:
+    "Mean of `v` where y == 1 over its mean where y == 0 (NaN when that is 0: such resamples drop out of the CI)."
+    num, den = v[y == 1].mean(), v[y == 0].mean()
+    return {"ratio": num / den if den > 0 else np.nan}
+
+def rim_saliency_ratio(table: pd.DataFrame, # from `saliency_table` (columns `group`, mean_/rel_<region>, n_coarse, flat)
                        region: str = "enhancing", # region whose mean saliency is compared
                        numerator: str = "wildtype", # group on top (the paper: IDH-wildtype)
                        denominator: str = "mutant", # group below (IDH-mutant)
                        group_col: str = "group", # column holding the groups
                        missing: str = "exclude", # cases without the region: "exclude" them or count them as "zero"
-                       statistic: str = "mean" # per-case value: "mean" region saliency, or "rel" (region mean / tumour mean)
+                       statistic: str = "mean", # per-case value: "mean" region saliency (raw), or "rel" (region mean / tumour mean)
+                       n_boot: int = N_BOOT, # bootstrap resamples of the CI
+                       seed: int = 0 # resampling seed
                       ) -> dict:
-    "Ratio of the mean per-case `region` saliency between two groups, with group sizes and a Mann-Whitney p-value."
+    "Ratio of the mean per-case `region` saliency between two groups over multi-habitat, non-flat tumours: 95 % CI, Mann-Whitney p, counts."
     if statistic not in ("mean", "rel"): raise InputError(f"statistic must be 'mean' or 'rel', got {statistic!r}")
     col = f"{statistic}_{region}"
     for c in (col, group_col):
         if c not in table.columns: raise InputError(f"saliency table has no column {c!r}; columns are {list(table.columns)}")
     if missing not in ("exclude", "zero"): raise InputError(f"missing must be 'exclude' or 'zero', got {missing!r}")
-    out = {"region": region, "statistic": statistic, "missing": missing}
-    vals = {}
-    for name, grp in ((numerator, "num"), (denominator, "den")):
-        v = table.loc[table[group_col] == name, col].astype(float)
-        if not len(v): raise InputError(f"no cases of group {name!r} in column {group_col!r} (groups: {sorted(map(str, table[group_col].unique()))})")
-        out[f"n_{name}"], out[f"n_{name}_without_{region}"] = int(len(v)), int(v.isna().sum())
-        vals[grp] = v.fillna(0.0).to_numpy() if missing == "zero" else v.dropna().to_numpy()
-        out[f"mean_{name}"] = float(vals[grp].mean()) if len(vals[grp]) else float("nan")
+    why = _exclusion(table)
+    out, vals = {"region": region, "statistic": statistic, "missing": missing}, {}
+    for name in (numerator, denominator):
+        rows = (table[group_col] == name).to_numpy()
+        if not rows.any(): raise InputError(f"no cases of group {name!r} in column {group_col!r} (groups: {sorted(map(str, table[group_col].unique()))})")
+        v, w = table.loc[rows, col].astype(float), why[rows]
+        kept = v[(w == "").to_numpy()]
+        out.update({f"n_{name}": int(rows.sum()), f"n_{name}_one_node": int((w == "one coarse node").sum()),
+                    f"n_{name}_flat": int((w == "flat map").sum()), f"n_{name}_without_{region}": int(kept.isna().sum())})
+        vals[name] = kept.fillna(0.0).to_numpy() if missing == "zero" else kept.dropna().to_numpy()
+        out[f"n_{name}_used"] = len(vals[name])
+        out[f"mean_{name}"] = float(vals[name].mean()) if len(vals[name]) else float("nan")
     num, den = out[f"mean_{numerator}"], out[f"mean_{denominator}"]
-    out["ratio"] = num / den if den > 0 else (float("inf") if num > 0 else float("nan"))
-    ok = len(vals["num"]) > 0 and len(vals["den"]) > 0
-    out["p_value"] = float(stats.mannwhitneyu(vals["num"], vals["den"], alternative="two-sided").pvalue) if ok else float("nan")
+    out["ratio"] = num / den if den > 0 else float("inf") if den == 0 and num > 0 else float("nan")  # NaN: a group with no usable case
+    out["lo"] = out["hi"] = out["p_value"] = float("nan")
+    if len(vals[numerator]) and len(vals[denominator]):
+        y = np.r_[np.ones(len(vals[numerator]), int), np.zeros(len(vals[denominator]), int)]
+        ci = stratified_bootstrap(y, np.r_[vals[numerator], vals[denominator]], _ratio, n_boot=n_boot, seed=seed).loc["ratio"]
+        out.update(lo=float(ci["lo"]), hi=float(ci["hi"]),
+                   p_value=float(stats.mannwhitneyu(vals[numerator], vals[denominator], alternative="two-sided").pvalue))
+    out["n_boot"] = n_boot
     return out
 
 def rim_ratio_summary(table: pd.DataFrame, # from `saliency_table`
                       region: str = "enhancing", # region compared
                       numerator: str = "wildtype", # group on top
                       denominator: str = "mutant", # group below
-                      group_col: str = "group" # column holding the groups
+                      group_col: str = "group", # column holding the groups
+                      n_boot: int = N_BOOT, # bootstrap resamples
+                      seed: int = 0 # resampling seed
                      ) -> pd.DataFrame:
-    "`rim_saliency_ratio` for both statistics (mean, rel) and both missing-region policies, one row each."
-    rows = [rim_saliency_ratio(table, region, numerator, denominator, group_col, m, st) for st in ("mean", "rel") for m in ("exclude", "zero")]
+    "`rim_saliency_ratio` raw (mean) and relative (rel), rim-less cases excluded or zero: one row each, index (statistic, missing)."
+    rows = [rim_saliency_ratio(table, region, numerator, denominator, group_col, m, st, n_boot, seed)
+            for st in ("mean", "rel") for m in ("exclude", "zero")]
     return pd.DataFrame(rows).set_index(["statistic", "missing"])
+
+# %% ../nbs/11_saliency.ipynb #250f231d
+def perfusion_signal(priors: Mapping = RCBV_PRIORS, # (WHO family, grade) -> {habitat: (rCBV mean, between-patient sd)}
+                     mix: Mapping = SITES["internal"].mix # (idh, codel, grade) -> patients: a cohort's label mix (default: the internal site's)
+                    ) -> pd.DataFrame:
+    "Per habitat: rCBV prior of IDH-wildtype and IDH-mutant patients (mixtures at `mix`'s prevalences), their standardised difference `d`, and `signal` at the largest |d|."
+    parts = {}
+    for (idh, codel, grade), n in mix.items(): parts.setdefault(idh, []).append((float(n), priors[(subtype(idh, codel, grade), int(grade))]))
+    if set(parts) != {"wildtype", "mutant"}: raise InputError(f"the label mix needs IDH-wildtype and IDH-mutant patients, got {sorted(parts)}")
+    habitats = sorted(next(iter(priors.values())))
+    cols = {}
+    for idh in ("wildtype", "mutant"):
+        w = np.array([n for n, _ in parts[idh]]); w /= w.sum()
+        mu = np.array([[p[h][0] for h in habitats] for _, p in parts[idh]]); sd = np.array([[p[h][1] for h in habitats] for _, p in parts[idh]])
+        mean = w @ mu
+        cols[f"mean_{idh}"], cols[f"sd_{idh}"] = mean, np.sqrt(w @ (sd ** 2 + mu ** 2) - mean ** 2)  # mixture moments
+    df = pd.DataFrame({"name": [HABITATS.get(h, f"label_{h}") for h in habitats], **cols}, index=pd.Index(habitats, name="habitat"))
+    df["d"] = (df.mean_wildtype - df.mean_mutant) / np.sqrt((df.sd_wildtype ** 2 + df.sd_mutant ** 2) / 2)
+    df["signal"] = df.d.abs() == df.d.abs().max()
+    return df
+
+def signal_peak(table: pd.DataFrame, # from `saliency_table` (mean_/n_<region>, n_coarse, flat; optional group column)
+                region: str | None = None, # habitat that carries the class signal; default: `perfusion_signal`'s
+                group_col: str = "group", # bootstrap strata, when the table has the column
+                n_boot: int = N_BOOT, # bootstrap resamples
+                seed: int = 0 # resampling seed
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Per case: peak habitat, whether it is `region`, and `region`'s share of saliency against its share of volume (chance); cohort summary with 95 % CIs."
+    if region is None: region = str(perfusion_signal().query("signal").name.iloc[0])
+    regions = [c[4:] for c in table.columns if c.startswith("rel_")]
+    if region not in regions: raise InputError(f"saliency table has no region {region!r}; regions are {regions}")
+    k = regions.index(region)
+    means = table[[f"mean_{r}" for r in regions]].to_numpy(float); counts = table[[f"n_{r}" for r in regions]].to_numpy(float)
+    mass, present = np.nan_to_num(means) * counts, counts > 0
+    why = _exclusion(table)
+    why[((why == "") & (counts[:, k] == 0)).to_numpy()] = f"no {region}"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        case = pd.DataFrame({"patient_id": table["patient_id"].to_numpy() if "patient_id" in table else np.arange(len(table)),
+                             "peak": [regions[i] for i in np.where(present, np.nan_to_num(means, nan=-np.inf), -np.inf).argmax(1)],
+                             "n_habitats": present.sum(1), "chance": 1 / present.sum(1), "mass_share": mass[:, k] / mass.sum(1),
+                             "volume_share": counts[:, k] / counts.sum(1), "excluded": why.to_numpy()})
+    case.insert(2, "peaks_in_region", case.peak == region)
+    case["enrichment"] = case.mass_share / case.volume_share
+    if group_col in table: case.insert(1, group_col, table[group_col].to_numpy())
+    used = case[case.excluded == ""]
+    metrics = ["peak_share", "chance", "mass_share", "volume_share", "enrichment"]
+    if len(used):
+        y = pd.factorize(used[group_col])[0] if group_col in used else np.zeros(len(used), int)
+        v = used[["peaks_in_region", "chance", "mass_share", "volume_share", "enrichment"]].to_numpy(float)
+        summary = stratified_bootstrap(y, v, lambda yy, s: dict(zip(metrics, s.mean(0))), n_boot=n_boot, seed=seed)
+    else: summary = pd.DataFrame(np.nan, index=metrics, columns=["value", "lo", "hi"])
+    n = {"n_cases": len(case), "n_used": len(used), "n_one_node": int((why == "one coarse node").sum()),
+         "n_flat": int((why == "flat map").sum()), f"n_without_{region}": int((why == f"no {region}").sum())}
+    summary = pd.concat([summary, pd.DataFrame({"value": n, "lo": np.nan, "hi": np.nan})])
+    summary.insert(0, "region", region); summary.index.name = "statistic"
+    return case, summary
 
 # %% ../nbs/11_saliency.ipynb #d3ed2eb1
 def cohort_saliency(model: torch.nn.Module | str | Path, # trained model, or its checkpoint file
@@ -346,7 +506,7 @@ def cohort_saliency(model: torch.nn.Module | str | Path, # trained model, or its
                     manifest: str | Path, # case manifest of the patients to analyse (labels, case folders)
                     patients: Sequence[str] | None = None, # restrict to these patient IDs (e.g. the test split)
                     group: str = "idh", # manifest label column that defines the groups
-                    label_map: str = "habitats.nii.gz", # label file name in each case's DSC folder (or an absolute path)
+                    label_map: str | None = "habitats.nii.gz", # label file in each case's DSC folder (or an absolute path); None: the graphs' voxel.truth
                     names: Mapping[int, str] | None = HABITATS, # label -> region name
                     out_dir: str | Path | None = None, # write <patient_id>_saliency.nii.gz here (and the table as CSV)
                     **kwargs # passed to `saliency_table`: target, task, level, method, sigma_mm, normalize, restrict
@@ -363,12 +523,13 @@ def cohort_saliency(model: torch.nn.Module | str | Path, # trained model, or its
     for c in cases:
         if group not in c.labels or c.labels[group] is None: raise ManifestError(f"{manifest}: patient {c.patient_id} has no {group!r} label")
         g = HierGraph.load(Path(graph_dir) / f"{c.patient_id}.pt")
-        lp = Path(label_map) if Path(label_map).is_absolute() else (c.dsc or c.tumor_mask).parent / label_map
-        if not lp.exists(): raise MissingFileError(f"{lp}: label map of patient {c.patient_id} not found")
-        shape, affine, _ = _grid(g)
-        img = nib.load(lp)
-        if tuple(img.shape[:3]) != shape: raise ShapeMismatchError(f"{lp}: label map of patient {c.patient_id} has shape {img.shape}, its graph's grid is {shape}")
-        if not np.allclose(img.affine, affine, atol=1e-3): raise AffineMismatchError(f"{lp}: label map of patient {c.patient_id} is not on its graph's grid (affines differ)")
+        lp = None if label_map is None else Path(label_map) if Path(label_map).is_absolute() else (c.dsc or c.tumor_mask).parent / label_map
+        if lp is not None:
+            if not lp.exists(): raise MissingFileError(f"{lp}: label map of patient {c.patient_id} not found")
+            shape, affine, _ = _grid(g)
+            img = nib.load(lp)
+            if tuple(img.shape[:3]) != shape: raise ShapeMismatchError(f"{lp}: label map of patient {c.patient_id} has shape {img.shape}, its graph's grid is {shape}")
+            if not np.allclose(img.affine, affine, atol=1e-3): raise AffineMismatchError(f"{lp}: label map of patient {c.patient_id} is not on its graph's grid (affines differ)")
         graphs.append(g); maps.append(lp); groups.append(c.labels[group])
     table = saliency_table(model, graphs, maps, groups, names=names, out_dir=out_dir, **kwargs)
     summary = rim_ratio_summary(table)

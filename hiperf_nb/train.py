@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TASKS', 'TASK_COLUMNS', 'MODEL_NODE_TYPES', 'MODEL_KINDS', 'MONITORS', 'n_classes', 'encode_labels', 'patient_splits',
-           'save_splits', 'load_splits', 'GraphSet', 'load_graph_set', 'make_model', 'model_kind', 'save_model',
-           'load_model', 'TrainConfig', 'class_weights', 'predict_proba', 'fit', 'feature_matrix',
-           'fit_feature_baseline']
+__all__ = ['TASKS', 'TASK_COLUMNS', 'MODEL_NODE_TYPES', 'BASELINE_MODELS', 'MODEL_KINDS', 'MONITORS', 'n_classes',
+           'encode_labels', 'patient_splits', 'save_splits', 'load_splits', 'GraphSet', 'load_graph_set', 'make_model',
+           'model_kind', 'save_model', 'load_model', 'TrainConfig', 'class_weights', 'predict_proba', 'fit',
+           'feature_matrix', 'fit_feature_baseline']
 
 # %% ../nbs/09_train.ipynb #c76115ed
 import numpy as np
@@ -35,7 +35,7 @@ from .core import (Config, DataFormatError, InputError, ManifestError, MissingFi
                             cpu_threads, eval_mode, load_checkpoint, save_checkpoint, get_device, progress,
                             seed_everything)
 from .graphs import HierGraph
-from .hgnn import HGNN, HGNN_VARIANTS, PerfGAT, degree_histogram
+from .hgnn import HGNN, HGNN_VARIANTS, PerfGAT, StructuralCNN, degree_histogram
 from .metrics import classification_metrics
 
 # %% ../nbs/09_train.ipynb #a4888a9f
@@ -116,7 +116,7 @@ class GraphSet:
         return GraphSet([self.graphs[i] for i in idx], self.y[idx], list(patient_ids), self.task)
 
 def _for_model(g: HierGraph) -> HierGraph:
-    "A copy of `g` with only the node/edge types the models read."
+    "A copy of `g` with only the node/edge types the models read; graph-level attributes (`crop`, `tic_features` ...) stay."
     return g.node_type_subgraph([t for t in MODEL_NODE_TYPES if t in g.node_types])
 
 def load_graph_set(graph_dir: str | Path, # folder written by `build_graphs` (graphs.csv + one .pt per patient)
@@ -142,9 +142,10 @@ def load_graph_set(graph_dir: str | Path, # folder written by `build_graphs` (gr
     return GraphSet(graphs, y, list(df.patient_id), task)
 
 # %% ../nbs/09_train.ipynb #501a9cda
-MODEL_KINDS = HGNN_VARIANTS + ("perfgat",)
+BASELINE_MODELS = {"perfgat": PerfGAT, "cnn": StructuralCNN}
+MODEL_KINDS = HGNN_VARIANTS + tuple(BASELINE_MODELS)
 
-def make_model(kind: str, # "full", "perf", "perf_hier", "sg" (HGNN variants) or "perfgat"
+def make_model(kind: str, # "full", "perf", "perf_hier", "sg" (HGNN variants), "perfgat" or "cnn"
                train: GraphSet, # training graphs (degree histograms and input sizes come from them)
                seed: int = 0, # initialisation seed
                **hparams # passed to the model (hidden_channels, dropout, ...)
@@ -156,6 +157,7 @@ def make_model(kind: str, # "full", "perf", "perf_hier", "sg" (HGNN variants) or
     if kind == "perfgat":
         if "parcel" not in g0.node_types: raise DataFormatError("graphs have no parcel graph: rebuild them with this version (`hiperf build-graphs --force`)")
         return PerfGAT(g0["parcel"].x.shape[1], out, **hparams).fit_input_norm(train.graphs)
+    if kind == "cnn": return StructuralCNN(out, **hparams).fit_input_norm(train.graphs)
     return HGNN(g0["coarse"].x.shape[1], g0["fine"].x.shape[1], out,
                 degree_histogram(train.graphs, "coarse"), degree_histogram(train.graphs, "fine"),
                 coarse_edge_dim=g0["coarse", "near", "coarse"].edge_attr.shape[1],
@@ -163,7 +165,7 @@ def make_model(kind: str, # "full", "perf", "perf_hier", "sg" (HGNN variants) or
 
 def model_kind(model: nn.Module) -> str:
     "The `MODEL_KINDS` name of a model."
-    return "perfgat" if isinstance(model, PerfGAT) else model.variant
+    return next((k for k, cls in BASELINE_MODELS.items() if isinstance(model, cls)), None) or model.variant
 
 def save_model(model: nn.Module, # a model from `make_model`
                path: str | Path, # checkpoint to write
@@ -177,7 +179,7 @@ def load_model(path: str | Path # checkpoint written by `save_model`
     "Rebuild a saved model (eval mode) and return it with its `meta`."
     ck = load_checkpoint(path, "model checkpoint", kind=MODEL_KINDS)
     hp = dict(ck["hparams"])
-    if ck["kind"] == "perfgat": model = PerfGAT(**hp)
+    if ck["kind"] in BASELINE_MODELS: model = BASELINE_MODELS[ck["kind"]](**hp)
     else:
         for k in ("deg_coarse", "deg_fine"): hp[k] = None if hp[k] is None else torch.as_tensor(hp[k])
         model = HGNN(**hp)

@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from check_modes import wrong_modes  # noqa: E402
 from hiperf_nb.graphs import GraphConfig, build_graphs
-from hiperf_nb.phantom import simulate_cohort
+from hiperf_nb.cohorts import simulate_cohort
 from hiperf_nb.vqvae import VQVAEConfig, save_vqvae, tics_from_cases, train_vqvae
 
 

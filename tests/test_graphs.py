@@ -10,7 +10,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from hiperf_nb.core import DataFormatError, MissingFileError, ShapeMismatchError, InputError
-from hiperf_nb.graphs import GraphConfig, HierGraph, build_graphs, build_hier_graph, check_components
+from hiperf_nb.graphs import FINE_PARTITIONS, GraphConfig, HierGraph, build_graphs, build_hier_graph, check_components, graph_key
 from hiperf_nb.io import Case, load_case, write_test_case
 from hiperf_nb.vqvae import VQVAE, VQVAEConfig, encode_case, load_vqvae, save_vqvae, train_vqvae, tics_from_cases
 
@@ -124,3 +124,62 @@ def test_mismatched_inputs(cohort, model):
         build_hier_graph(lc, codes, lat, coords=coords + 100)
     with pytest.raises(InputError, match="delta_unit"):
         GraphConfig(delta_unit="cm")
+
+
+def fine_of(g):
+    return g["voxel", "in", "fine"].edge_index[1].numpy()
+
+
+@pytest.mark.parametrize("partition", FINE_PARTITIONS)
+def test_partitions_are_blind_to_what_their_ablation_removes(cohort, model, partition):
+    lc = load_case(cohort[1])
+    _, lat, coords = encode_case(model, lc)
+    halves = lambda axis: np.repeat(coords[:, [axis]] >= np.median(coords[:, axis]), lat.shape[1], 1).astype(np.int64)  # two habitats
+    codes, other_codes = halves(0), halves(1)
+    cfg = GraphConfig(supervoxel_voxels=20, fine_partition=partition, crop_mm=None)
+    g = build_hier_graph(lc, codes, lat, coords=coords, config=cfg)
+    noise = replace(lc, structural=np.random.default_rng(3).normal(size=lc.structural.shape).astype(np.float32))
+    same_under_noise = np.array_equal(fine_of(build_hier_graph(noise, codes, lat, coords=coords, config=cfg)), fine_of(g))
+    same_under_codes = np.array_equal(fine_of(build_hier_graph(lc, other_codes, lat, coords=coords, config=cfg)), fine_of(g))
+    assert same_under_noise == (partition == "habitat_grid")  # only the grid ignores structure
+    assert same_under_codes == (partition == "tumour_slic")  # only the whole-tumour SLIC ignores the habitats
+    vc, vf = g["voxel", "in", "coarse"].edge_index[1], g["voxel", "in", "fine"].edge_index[1]
+    assert torch.equal(g.parent[vf], vc) == (partition != "tumour_slic")  # the habitat partitions nest
+    assert g.n_fine > g.n_coarse / 2
+
+
+def test_cache_distinguishes_partitions_and_crops(cohort, model, tmp_path):
+    configs = [GraphConfig(supervoxel_voxels=30, fine_partition=p) for p in FINE_PARTITIONS] + [GraphConfig(supervoxel_voxels=30, crop_mm=None)]
+    keys = {graph_key(cohort[0], c, "m") for c in configs}
+    assert len(keys) == len(configs)
+    res = [build_graphs(cohort[:1], model, tmp_path, c, show_progress=False).status.item() for c in configs[:2]]
+    assert res == ["built", "built"]  # a partition change is not served from the cache
+    lc = load_case(cohort[0])
+    codes, lat, coords = encode_case(model, lc)
+    on_disk = fine_of(HierGraph.load(tmp_path / "P0.pt"))
+    built = {c.fine_partition: fine_of(build_hier_graph(lc, codes, lat, coords=coords, config=c, n_codes=model.config.n_codes)) for c in configs[:2]}
+    assert np.array_equal(on_disk, built["habitat_grid"]) and not np.array_equal(on_disk, built["habitat_slic"])
+    cfg = GraphConfig.load(configs[0].save(tmp_path / "graph.json"))  # JSON turns tuples into lists
+    assert cfg == configs[0] and graph_key(cohort[0], cfg, "m") == graph_key(cohort[0], configs[0], "m")
+    with pytest.raises(InputError, match="fine_partition"):
+        GraphConfig(fine_partition="grid")
+
+
+def test_crop_and_truth_survive_saving_and_batching(cohort, model, tmp_path):
+    graphs = []
+    for case in cohort[:3]:
+        lc = load_case(case)
+        codes, lat, coords = encode_case(model, lc)
+        truth = np.where(lc.mask, 1 + np.indices(lc.mask.shape)[2] % 4, 0)  # habitat labels 1-4 by slice
+        g = build_hier_graph(lc, codes, lat, coords=coords, config=GraphConfig(supervoxel_voxels=30), truth=truth)
+        assert g["voxel"].truth.tolist() == truth[tuple(coords.T)].tolist()
+        graphs.append(HierGraph.load(g.save(tmp_path / f"{case.patient_id}.pt")))
+        assert torch.equal(graphs[-1].crop, g.crop) and g.crop.dtype == torch.float16
+    batch = next(iter(DataLoader(graphs, batch_size=3)))
+    assert batch.crop.shape == (3, 4, 48, 48, 16)
+    assert torch.equal(batch.crop[2], graphs[2].crop[0])
+    assert torch.equal(batch["voxel"].truth, torch.cat([g["voxel"].truth for g in graphs]))
+    with pytest.raises(InputError, match="patient P0.*9"):
+        lc = load_case(cohort[0])
+        codes, lat, coords = encode_case(model, lc)
+        build_hier_graph(lc, codes, lat, coords=coords, truth=lc.mask * 9)

@@ -11,7 +11,7 @@ import torch
 
 os.environ.setdefault("HIPERF_PROGRESS", "0")
 from hiperf_nb.dsc import extract_tics  # noqa: E402
-from hiperf_nb.phantom import iter_cohort  # noqa: E402
+from hiperf_nb.cohorts import iter_cohort  # noqa: E402
 from hiperf_nb.vqvae import (CodebookCollapseWarning, MIN_SEQUENCE_PERPLEXITY, TICBank, VQVAEConfig, codebook_stats,  # noqa: E402
                              habitat_agreement, train_vqvae)
 

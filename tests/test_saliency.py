@@ -1,5 +1,7 @@
 """Saliency maps in the case's own space: NIfTI affine and shape against the case's DSC file on disk (RAS and LAS
-grids), node peaks inside their nodes, world-space centroids, region statistics and the cohort run from files."""
+grids), node peaks inside their nodes, world-space centroids, gradients through the model's input standardisation,
+region statistics from graphs alone (voxel.truth), the flatness gate, rim ratios with CIs, the positive-control
+check and the cohort run from files."""
 
 import matplotlib
 import nibabel as nib
@@ -10,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Batch
 
-from hiperf_nb.core import (AffineMismatchError, DataFormatError, InputError, ManifestError, MissingFileError,
+from hiperf_nb.core import (AffineMismatchError, DataFormatError, HiperfError, InputError, ManifestError, MissingFileError,
                             ShapeMismatchError, UnsupportedFormatError, seed_everything)
 from hiperf_nb.core import test_raises as raises  # renamed so pytest does not collect it
 from hiperf_nb.graphs import GraphConfig, HierGraph, build_hier_graph
@@ -18,10 +20,13 @@ from hiperf_nb.hgnn import HGNN, HGNN_VARIANTS, degree_histogram
 from hiperf_nb.io import LoadedCase, load_case, write_manifest
 from hiperf_nb.dsc import extract_tics
 from hiperf_nb.io import HABITATS
-from hiperf_nb.phantom import simulate_case, write_phantom_case
+from hiperf_nb.phantom import simulate_case
+from hiperf_nb.cohorts import write_phantom_case
 from hiperf_nb.io import voxel_spacing
-from hiperf_nb.saliency import (cohort_saliency, node_saliency, plot_saliency, region_saliency, rim_ratio_summary,
-                                rim_saliency_ratio, saliency_table, saliency_volume, save_saliency)
+from hiperf_nb.saliency import (FLAT_CV, STATS_LEVEL, STATS_METHOD, FlatSaliencyError, check_not_flat, cohort_saliency,
+                                node_saliency, perfusion_signal, plot_saliency, region_saliency, rim_ratio_summary,
+                                rim_saliency_ratio, saliency_flatness, saliency_table, saliency_volume, save_saliency,
+                                signal_peak, truth_labels)
 from hiperf_nb.vqvae import VQVAEConfig, encode_case, train_vqvae
 
 matplotlib.use("Agg")
@@ -45,6 +50,7 @@ def cohort(tmp_path_factory):
         codes, lat, coords = encode_case(vq, lc)
         g = build_hier_graph(lc, codes, lat, coords=coords, n_codes=4, config=GraphConfig(supervoxel_voxels=40))
         g.y = torch.tensor([int(pc.labels["idh"] == "mutant")])
+        g["voxel"].truth = torch.as_tensor(pc.habitats[tuple(coords.T)], dtype=torch.int8)  # the graph builder's phantom contract
         graphs.append(g)
     yield {"root": root, "pcs": pcs, "cases": cases, "loaded": loaded, "graphs": graphs}
     torch.set_num_threads(threads)
@@ -54,7 +60,7 @@ def make_model(graphs, variant="full", out=2, steps=20):
     "A small HGNN fitted for a few full-batch steps."
     seed_everything(0)
     m = HGNN(graphs[0]["coarse"].x.shape[1], 4, out, degree_histogram(graphs, "coarse"), degree_histogram(graphs, "fine"),
-             hidden_channels=16, dropout=0.1, variant=variant)
+             hidden_channels=16, dropout=0.1, variant=variant).fit_input_norm(graphs)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     b = Batch.from_data_list(graphs)
     for _ in range(steps):
@@ -181,13 +187,22 @@ def test_node_saliency_every_variant_multitask_and_no_side_effects(cohort):
     raises(InputError, lambda: node_saliency(m, g, target=2), "T1", "target")
 
 
-def test_node_saliency_matches_autograd(cohort, model):
+def test_node_saliency_matches_autograd_through_the_input_standardisation(cohort, model):
+    "Scores are gradients w.r.t. z = (x - mean) / std, the features the network sees: d/dz = std * d/dx, and z = x - mean over std."
     g = cohort["graphs"][0]
+    mean, std = model.norm_coarse.mean, model.norm_coarse.std
+    assert (std != 1).any() and (mean != 0).any()  # fitted, so raw and standardised scores differ
     gx = g.clone(); gx["coarse"].x = gx["coarse"].x.clone().requires_grad_(True)
     logits = model(Batch.from_data_list([gx]))[0]
     grad, = torch.autograd.grad(logits[int(logits.argmax())], gx["coarse"].x)
-    torch.testing.assert_close(node_saliency(model, g), grad.norm(dim=1), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(node_saliency(model, g, method="grad_x_input"), (grad * g["coarse"].x).sum(1).abs(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(node_saliency(model, g), (grad * std).norm(dim=1), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(node_saliency(model, g, method="grad_x_input"), (grad * (g["coarse"].x - mean)).sum(1).abs(), rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(node_saliency(model, g), grad.norm(dim=1), rtol=1e-3)
+    f = cohort["graphs"][1]  # the fine level goes through norm_fine the same way
+    fx = f.clone(); fx["fine"].x = fx["fine"].x.clone().requires_grad_(True)
+    out = model(Batch.from_data_list([fx]))[0]
+    gf, = torch.autograd.grad(out[int(out.argmax())], fx["fine"].x)
+    torch.testing.assert_close(node_saliency(model, f, level="fine"), (gf * model.norm_fine.std).norm(dim=1), rtol=1e-4, atol=1e-8)
 
 
 def test_region_saliency_and_its_errors(cohort, model, tmp_path):
@@ -238,8 +253,10 @@ def test_rim_ratio():
     assert r["ratio"] == pytest.approx(0.8 / 0.075) and r["n_mutant_without_enhancing"] == 1 and 0 < r["p_value"] <= 1
     assert rim_saliency_ratio(t, missing="zero")["ratio"] == pytest.approx(0.8 / 0.05)
     assert rim_saliency_ratio(t, statistic="rel")["ratio"] == pytest.approx(4.0)
-    s = rim_ratio_summary(t)
+    assert r["lo"] <= r["ratio"] <= r["hi"] and r["n_boot"] == 1000
+    s = rim_ratio_summary(t, n_boot=200)
     assert len(s) == 4 and s.loc[("rel", "exclude"), "ratio"] == pytest.approx(4.0)
+    assert s.loc[("rel", "exclude"), "lo"] == pytest.approx(4.0) == s.loc[("rel", "exclude"), "hi"]  # no spread, no interval
     raises(InputError, lambda: rim_saliency_ratio(t, numerator="IDHwt"), "IDHwt")
     raises(InputError, lambda: rim_saliency_ratio(t, missing="drop"), "missing")
 
@@ -257,9 +274,135 @@ def test_cohort_saliency_from_files(cohort, model, tmp_path):
     assert (tmp_path / "out" / "saliency_table.csv").exists() and (tmp_path / "out" / "rim_ratio.csv").exists()
     assert np.isfinite(summary.loc[("mean", "exclude"), "ratio"])
     assert len(cohort_saliency(model, tmp_path / "graphs", manifest, patients=["T0", "T3"])[0]) == 2
+    from_truth, _ = cohort_saliency(model, tmp_path / "graphs", manifest, label_map=None)  # graphs alone: their voxel.truth
+    np.testing.assert_allclose(from_truth.filter(like="mean_").fillna(-1), table.filter(like="mean_").fillna(-1), atol=1e-9)
     raises(ManifestError, lambda: cohort_saliency(model, tmp_path / "graphs", manifest, patients=["NOPE"]), "NOPE")
     raises(MissingFileError, lambda: cohort_saliency(model, tmp_path / "graphs", manifest, label_map="labels.nii.gz"), "labels.nii.gz", "T0")
     raises(MissingFileError, lambda: cohort_saliency(model, tmp_path / "nographs", manifest), "T0.pt")
     wrong = tmp_path / "wrong.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), wrong)
     raises(ShapeMismatchError, lambda: cohort_saliency(model, tmp_path / "graphs", manifest, label_map=str(wrong)), "wrong.nii.gz", "T0")
+
+
+def test_truth_labels_rebuild_the_habitat_map(cohort):
+    for pc, g, case in zip(cohort["pcs"], cohort["graphs"], cohort["cases"]):
+        on_disk = np.asanyarray(nib.load(case.dsc.parent / "habitats.nii.gz").dataobj)
+        np.testing.assert_array_equal(truth_labels(g), on_disk)  # RAS and LAS cases alike
+    bare = cohort["graphs"][0].clone(); del bare["voxel"].truth
+    raises(DataFormatError, lambda: truth_labels(bare), "T0", "voxel.truth")
+    neg = cohort["graphs"][0].clone(); neg["voxel"].truth = -neg["voxel"].truth
+    raises(DataFormatError, lambda: truth_labels(neg), "T0", ">= 0")
+
+
+def test_saliency_table_from_graphs_alone(cohort, model):
+    pcs, graphs = cohort["pcs"], cohort["graphs"]
+    t = saliency_table(model, graphs, groups=[pc.labels["idh"] for pc in pcs])
+    maps = saliency_table(model, graphs, [pc.habitats for pc in pcs])
+    np.testing.assert_allclose(t.filter(like="mean_").fillna(-1), maps.filter(like="mean_").fillna(-1), atol=1e-9)
+    assert (t.level == STATS_LEVEL).all() and (t.method == STATS_METHOD).all()
+    assert (t.n_coarse == [g.n_coarse for g in graphs]).all() and (t.n_distinct <= t.n_nodes).all()
+    for k, g in enumerate(graphs):  # the flatness columns are those of the map the statistics use
+        vol = saliency_volume(g, node_saliency(model, g, method=STATS_METHOD))
+        inside = vol[tuple(g["voxel"].pos.numpy().T)]
+        assert t.cv[k] == pytest.approx(inside.std() / inside.mean(), rel=1e-5)
+        assert t.rel_enhancing[k] == pytest.approx(t.mean_enhancing[k] / inside.mean(), rel=1e-5) or np.isnan(t.rel_enhancing[k])
+    bare = graphs[0].clone(); del bare["voxel"].truth
+    raises(DataFormatError, lambda: saliency_table(model, [bare]), "T0", "voxel.truth")
+
+
+def one_node_graph(g):
+    "The same tumour as a single habitat (one coarse node, no coarse edges), a graph the model still runs on."
+    one = g.clone()
+    c, cc = one["coarse"], one["coarse", "near", "coarse"]
+    c.x, c.pos, c.code = g["coarse"].x.mean(0, keepdim=True), g["coarse"].pos.mean(0, keepdim=True), g["coarse"].code[:1]
+    cc.edge_index, cc.edge_attr = cc.edge_index[:, :0], cc.edge_attr[:0]
+    for et in (("fine", "in", "coarse"), ("voxel", "in", "coarse")): one[et].edge_index[1] = 0
+    one.patient_id = "ONE"
+    return one
+
+
+def test_flatness_gate_fails_a_one_node_or_flat_map_and_passes_a_real_one(cohort, model):
+    g = max(cohort["graphs"], key=lambda g: g.n_coarse)
+    assert g.n_coarse >= 3
+    one = one_node_graph(g)
+    f = saliency_flatness(one, [0.4])
+    assert (f["n_coarse"], f["n_distinct"], f["flat"]) == (1, 1, True) and f["cv"] == pytest.approx(0.0, abs=1e-6)
+    raises(FlatSaliencyError, lambda: check_not_flat(one, [0.4]), "ONE", "1 coarse node")
+    raises(FlatSaliencyError, lambda: check_not_flat(g, np.full(g.n_coarse, 0.3)), g.patient_id, "constant node scores")
+    raises(FlatSaliencyError, lambda: check_not_flat(g, np.zeros(g.n_coarse)), g.patient_id, "constant")
+    near = 1 + FLAT_CV / 10 * np.random.default_rng(0).random(g.n_coarse)
+    raises(FlatSaliencyError, lambda: check_not_flat(g, near), g.patient_id, "coefficient of variation")
+    assert issubclass(FlatSaliencyError, HiperfError)
+    real = check_not_flat(g, node_saliency(model, g, method=STATS_METHOD))
+    assert not real["flat"] and real["cv"] > FLAT_CV and real["n_distinct"] == g.n_coarse and real["n_coarse"] == g.n_coarse
+    # a one-node graph's row in the table is marked, and the ratio leaves it out
+    t = saliency_table(model, [g, one], [truth_labels(g)] * 2, groups=["wildtype", "mutant"], method="grad")
+    assert t.flat.tolist() == [False, True] and t.n_coarse.tolist() == [g.n_coarse, 1]
+    r = rim_saliency_ratio(t, n_boot=50)
+    assert r["n_mutant_one_node"] == 1 and r["n_mutant_used"] == 0 and np.isnan(r["ratio"])
+
+
+def test_rim_ratio_leaves_out_one_node_and_flat_cases_and_counts_them():
+    rng = np.random.default_rng(1)
+    n = 40
+    t = pd.DataFrame({"group": ["wildtype"] * n + ["mutant"] * n, "n_coarse": rng.integers(2, 9, 2 * n), "flat": False,
+                      "mean_enhancing": np.r_[rng.uniform(0.5, 0.7, n), rng.uniform(0.05, 0.15, n)]})
+    t["rel_enhancing"] = t.mean_enhancing * 2
+    base = rim_saliency_ratio(t)
+    assert base["ratio"] == pytest.approx(t.mean_enhancing[:n].mean() / t.mean_enhancing[n:].mean())
+    assert base["lo"] < base["ratio"] < base["hi"] and base["hi"] - base["lo"] < 0.5 * base["ratio"] and base["p_value"] < 1e-6
+    junk = pd.DataFrame({"group": ["mutant"] * 3 + ["wildtype"] * 2, "n_coarse": [1, 1, 5, 1, 6], "flat": [True, True, True, True, True],
+                         "mean_enhancing": [1.0] * 5, "rel_enhancing": [1.0] * 5})
+    r = rim_saliency_ratio(pd.concat([t, junk], ignore_index=True))
+    assert r["ratio"] == pytest.approx(base["ratio"]) and (r["lo"], r["hi"]) == pytest.approx((base["lo"], base["hi"]))
+    assert (r["n_mutant_one_node"], r["n_mutant_flat"], r["n_wildtype_one_node"], r["n_wildtype_flat"]) == (2, 1, 1, 1)
+    assert (r["n_mutant"], r["n_mutant_used"]) == (n + 3, n)
+    s = rim_ratio_summary(pd.concat([t, junk], ignore_index=True), n_boot=100)
+    assert list(s.index) == [("mean", "exclude"), ("mean", "zero"), ("rel", "exclude"), ("rel", "zero")]
+    assert {"ratio", "lo", "hi", "p_value", "n_wildtype_one_node", "n_mutant_flat"} <= set(s.columns)
+
+
+def test_perfusion_signal_comes_from_the_priors():
+    ps = perfusion_signal()
+    assert list(ps.index) == [1, 2, 3, 4] and ps.signal.sum() == 1
+    assert ps.query("signal").name.iloc[0] == "enhancing" and ps.loc[1, "d"] > 1
+    # a prior in which the necrosis separates the classes moves the signal there
+    from hiperf_nb.phantom import RCBV_PRIORS
+    flipped = {k: {**v, 2: (v[2][0] * (3 if k[0] == "gbm" else 1), v[2][1])} for k, v in RCBV_PRIORS.items()}
+    assert perfusion_signal(flipped).query("signal").name.iloc[0] == "necrosis"
+    raises(InputError, lambda: perfusion_signal(mix={("wildtype", 0, 4): 10}), "mutant")
+
+
+class HabitatReader(torch.nn.Module):
+    "Logit = +/- the mean summed features of the coarse nodes whose majority true habitat is `habitat`."
+    def __init__(self, habitat):
+        super().__init__(); self.habitat = habitat; self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, batch):
+        node, k = batch["voxel", "in", "coarse"].edge_index[1], len(HABITATS)
+        votes = torch.zeros(batch["coarse"].num_nodes, k).index_add_(0, node, F.one_hot(batch["voxel"].truth.long(), k).float())
+        keep = (votes.argmax(1) == self.habitat).float()
+        y = self.scale * (keep * batch["coarse"].x.sum(1)).sum() / keep.sum().clamp(min=1)
+        return torch.stack([-y, y])[None]
+
+
+@pytest.mark.parametrize("habitat", [1, 4])
+def test_signal_peak_passes_a_model_that_reads_the_habitat_and_fails_one_that_does_not(cohort, habitat):
+    graphs, groups = cohort["graphs"], [pc.labels["idh"] for pc in cohort["pcs"]]
+    t = saliency_table(HabitatReader(habitat), graphs, groups=groups, method="grad", sigma_mm=0)
+    case, summary = signal_peak(t, "enhancing", n_boot=200)
+    used = case[case.excluded == ""]
+    assert len(used) >= 2 and summary.loc["n_used", "value"] == len(used)
+    np.testing.assert_allclose(used.enrichment, t.rel_enhancing[used.index], rtol=1e-6)
+    if habitat == 1: assert used.peaks_in_region.all() and (used.mass_share > used.volume_share).all() and summary.loc["enrichment", "lo"] > 1
+    else: assert not used.peaks_in_region.any() and (used.mass_share < used.volume_share).all() and summary.loc["enrichment", "hi"] < 1
+    assert summary.loc["chance", "value"] == pytest.approx((1 / used.n_habitats).mean())
+    raises(InputError, lambda: signal_peak(t, "rim"), "rim")
+
+
+def test_signal_peak_reports_left_out_cases(cohort, model):
+    g = cohort["graphs"][0]
+    t = saliency_table(model, [g, one_node_graph(g)], [truth_labels(g)] * 2)
+    case, summary = signal_peak(t, "necrosis" if (truth_labels(g) == 2).any() else "edema", n_boot=50)
+    assert case.excluded.tolist()[1] == "one coarse node" and summary.loc["n_one_node", "value"] == 1
+    assert summary.loc["n_cases", "value"] == 2 and "group" not in case
