@@ -39,7 +39,9 @@ def cohort(tmp_path_factory):
     "Four phantom cases written to disk (two RAS internal, two LAS external), loaded back, encoded and built into graphs."
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("saliency")
-    pcs = [simulate_case(i, c, g, site=s, seed=20 + k, zoom=3, patient_id=f"T{k}") for k, (i, c, g, s) in enumerate(SPECS)]
+    # seeds: the external cases must be enhancing tumours (the rim ratio needs a rim in each group)
+    pcs = [simulate_case(i, c, g, site=s, seed=20 + k if s == "internal" else 22 + 2 * k, zoom=3, patient_id=f"T{k}")
+           for k, (i, c, g, s) in enumerate(SPECS)]
     cases = [write_phantom_case(pc, root / "cases" / pc.loaded.patient_id, truth=False) for pc in pcs]
     write_manifest(cases, root / "cases" / "manifest.csv")
     loaded = [load_case(c) for c in cases]
