@@ -30,7 +30,7 @@ from .metrics import (binary_metrics, classification_metrics, delong_test, forma
                                stratified_bootstrap, youden_threshold)
 from .train import (MODEL_KINDS, TASKS, TrainConfig, feature_matrix, fit, fit_feature_baseline,
                              load_graph_set, load_model, load_splits, make_model, n_classes, patient_splits,
-                             predict_proba, save_model, save_splits)
+                             predict_proba, save_model, save_splits, stratified_order)
 
 # %% ../nbs/10_hgnn_bench.ipynb #eabb21d9
 @dataclass(frozen=True)
@@ -90,10 +90,7 @@ def cv_splits(labels: pd.DataFrame, # one row per patient: `patient_id` + the st
     "Stratified k-fold patient splits: one row per (fold, patient) with split train/val/test; each patient is tested once."
     if n_folds < 2: raise InputError(f"n_folds must be >= 2, got {n_folds}")
     if not 0 < val_fraction < 1: raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    cols = [c for c in stratify if c in labels.columns]
-    strata = labels[cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("all", index=labels.index)
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(np.flatnonzero((strata == s).to_numpy())) for s in sorted(strata.unique())])
+    order = stratified_order(labels, stratify, seed)
     fold = np.empty(len(labels), int); fold[order] = np.arange(len(order)) % n_folds
     frames = []
     for k in range(n_folds):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['TASKS', 'TASK_COLUMNS', 'MODEL_NODE_TYPES', 'BASELINE_MODELS', 'MODEL_KINDS', 'MONITORS', 'n_classes',
-           'encode_labels', 'patient_splits', 'save_splits', 'load_splits', 'GraphSet', 'load_graph_set', 'make_model',
-           'model_kind', 'save_model', 'load_model', 'TrainConfig', 'class_weights', 'predict_proba', 'fit',
-           'feature_matrix', 'fit_feature_baseline']
+           'encode_labels', 'stratified_order', 'patient_splits', 'save_splits', 'load_splits', 'GraphSet',
+           'load_graph_set', 'make_model', 'model_kind', 'save_model', 'load_model', 'TrainConfig', 'class_weights',
+           'predict_proba', 'fit', 'feature_matrix', 'fit_feature_baseline']
 
 # %% ../nbs/09_train.ipynb #c76115ed
 import numpy as np
@@ -64,6 +64,17 @@ def encode_labels(labels: pd.DataFrame, # one row per patient with `patient_id` 
     return out
 
 # %% ../nbs/09_train.ipynb #bb53e373
+def stratified_order(labels: pd.DataFrame, # one row per patient: `patient_id` + the stratification columns
+                     stratify: Sequence[str], # columns whose joint value is a stratum (absent ones are ignored)
+                     seed: int # shuffling seed
+                    ) -> np.ndarray:
+    "Row indices (n,), stratum after stratum, shuffled within each: dealing them in turn balances every stratum across groups."
+    if labels["patient_id"].duplicated().any(): raise ManifestError(f"duplicate patient IDs: {sorted(labels.patient_id[labels.patient_id.duplicated()].unique())}")
+    cols = [c for c in stratify if c in labels.columns]
+    strata = labels[cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("all", index=labels.index)
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(np.flatnonzero((strata == s).to_numpy())) for s in sorted(strata.unique())])
+
 def patient_splits(labels: pd.DataFrame, # one row per patient: `patient_id` + the stratification columns
                    fractions: tuple = (0.8, 0.1, 0.1), # train, val, test
                    stratify: Sequence[str] = ("idh", "codel", "grade"), # columns whose joint value is a stratum
@@ -71,11 +82,7 @@ def patient_splits(labels: pd.DataFrame, # one row per patient: `patient_id` + t
                   ) -> pd.DataFrame:
     "Stratified patient-level train/val/test assignment: DataFrame with patient_id, split."
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1): raise InputError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
-    if labels["patient_id"].duplicated().any(): raise ManifestError(f"duplicate patient IDs: {sorted(labels.patient_id[labels.patient_id.duplicated()].unique())}")
-    cols = [c for c in stratify if c in labels.columns]
-    strata = labels[cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("all", index=labels.index)
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(np.flatnonzero((strata == s).to_numpy())) for s in sorted(strata.unique())])
+    order = stratified_order(labels, stratify, seed)
     f, counts, split = np.asarray(fractions, float), np.zeros(3), np.empty(len(labels), object)
     for i, row in enumerate(order):  # deal patients, stratum after stratum, to the split furthest below its share
         k = int(np.argmax(f * (i + 1) - counts)); counts[k] += 1; split[row] = ("train", "val", "test")[k]
