@@ -11,9 +11,11 @@ from its last epoch), keeping only graphs on disk (patients are simulated in mem
    the structural crop of the image baseline and the true habitats for saliency.
 3. `stability`: same-patient re-scans under the other site's acquisition: share of tumour voxels whose code sequence
    is unchanged.
-4. `cv`: `run_benchmark` with 5-fold CV on the internal cohort (IDH with 3 seeds and every model; 1p/19q and grade),
-   scoring the external site with every fold's model; paired comparisons with the full model.
-5. `scenarios`: the same on the scenario cohorts (IDH), plus the internal cohort as scenario "both".
+4. `cv`: `run_benchmark` with 5-fold CV on the internal cohort: IDH with 3 seeds and every model (paper Tables 1-2);
+   1p/19q and grade with one seed and the models of the paper's Table 1; the external site scored by every fold's
+   model; paired comparisons with the full model.
+5. `scenarios`: the same on the scenario cohorts (IDH; one model per modality and the full model), plus the internal
+   cohort as scenario "both".
 6. `saliency`, `tables`: saliency statistics and the result files under bench/results/ (imaging_*).
 
     python bench/imaging.py WORK [--stages vqvae,graphs,...] [--jobs 2] [--n-internal 1500] ...
@@ -54,8 +56,9 @@ PARTITIONS = (PAPER_PARTITION, *sorted(set(MODEL_PARTITION.values())))
 COHORTS = {"dev": ("internal", "both", 101), "internal": ("internal", "both", 1), "external": ("external", "both", 2),
            "perfusion": ("internal", "perfusion", 3), "structure": ("internal", "structure", 4)}
 VQVAE_PER_CASE = vqvae_schedule("fast", tics_from_cases)["max_per_case"]  # curves per development patient
-IDH_MODELS = ("full", "perf", "perf_hier", "sg", "perfgat", "features", "cnn")
-SCENARIO_MODELS = ("full", "perf", "perf_hier", "sg", "cnn")
+IDH_MODELS = ("full", "perf", "perf_hier", "sg", "perfgat", "features", "cnn")  # paper Tables 1 and 2, and the rCBV/TIC features
+TABLE1_MODELS = ("full", "perfgat", "cnn")  # 1p/19q and grade: the models of the paper's Table 1 (HiPerfGNN, PerfGAT, GlioMT)
+SCENARIO_MODELS = ("full", "perf", "sg", "cnn")  # one model per modality (perfusion, structure: graph and image) and both
 
 
 def graph_config(partition: str) -> GraphConfig:
@@ -196,7 +199,7 @@ def stage_cv(work: Path, a) -> None:
     run_benchmark(graph_dirs(work, "internal"), work / "cv" / "idh", ("idh",), models, external_dir=graph_dirs(work, "external"),
                   n_folds=a.folds, seeds=tuple(range(a.seeds)), config=train_config(a), seed=0)
     if not a.models or a.other_tasks:
-        run_benchmark(graph_dirs(work, "internal"), work / "cv" / "codel_grade", ("codel", "grade"), models,
+        run_benchmark(graph_dirs(work, "internal"), work / "cv" / "codel_grade", ("codel", "grade"), [m for m in models if m in TABLE1_MODELS],
                       splits=pd.read_csv(work / "cv" / "idh" / "splits.csv", dtype={"patient_id": str}),
                       seeds=(0,), config=train_config(a), seed=0)
     log(work, "cv" + (f"_{a.models}" if a.models else ""), {"wall_s": time.perf_counter() - t0})
@@ -251,10 +254,12 @@ def scenario_table(work: Path) -> pd.DataFrame:
     rows, checks = [], []
     folders = {"both": work / "cv" / "idh", **{c: work / "scenarios" / c for c in ("perfusion", "structure")}}
     for scen, folder in folders.items():
+        if not BenchmarkLayout(folder).results_csv.exists(): continue  # not run (yet)
         res = pd.read_csv(BenchmarkLayout(folder).results_csv)
         for _, r in res[(res.metric == "auroc") & (res.dataset == "test") & res.model.isin(SCENARIO_MODELS)].iterrows():
             rows.append({"scenario": scen, "model": r.model, "n": r.n, "auc": r.value, "lo": r.lo, "hi": r.hi})
         for better, worse in SCENARIO_EXPECTATIONS.get(scen, []):
+            if not all(BenchmarkLayout(folder).predictions("idh", m).exists() for m in (better, worse)): continue
             a, b = pooled(folder, "idh", better), pooled(folder, "idh", worse)
             a, b = a[a.split == "test"].set_index("patient_id"), b[b.split == "test"].set_index("patient_id")
             d = delong_test(a.y, a.p1, b.loc[a.index].p1)
@@ -264,37 +269,38 @@ def scenario_table(work: Path) -> pd.DataFrame:
 
 
 def stage_tables(work: Path, a) -> None:
+    "The result files under bench/results/ (imaging_*) and their summary imaging.md, from whatever stages have finished."
     RESULTS.mkdir(exist_ok=True)
-    cv = [work / "cv" / "idh", work / "cv" / "codel_grade"]
-    res = pd.concat([pd.read_csv(BenchmarkLayout(f).results_csv) for f in cv if BenchmarkLayout(f).results_csv.exists()], ignore_index=True)
-    paired = pd.concat([pd.read_csv(BenchmarkLayout(f).paired_csv) for f in cv if BenchmarkLayout(f).paired_csv.exists()], ignore_index=True)
+    cv = [BenchmarkLayout(work / "cv" / t) for t in ("idh", "codel_grade")]
+    read = lambda paths: pd.concat([pd.read_csv(p) for p in paths if p.exists()] or [pd.DataFrame()], ignore_index=True)
+    res, paired = read([l.results_csv for l in cv]), read([l.paired_csv for l in cv])
+    if res.empty: raise SystemExit("tables: no cross-validation results yet (run the cv stage)")
     internal, external = res[res.dataset == "test"], res[res.dataset == "external"]
-    internal.to_csv(RESULTS / "imaging_internal_cv.csv", index=False)
-    external.to_csv(RESULTS / "imaging_external.csv", index=False)
-    paired.to_csv(RESULTS / "imaging_paired.csv", index=False)
+    idh_seeds = "/".join(map(str, sorted(res[res.task == "idh"].seeds.unique())))
     scen, checks = scenario_table(work)
-    scen.to_csv(RESULTS / "imaging_scenarios.csv", index=False); checks.to_csv(RESULTS / "imaging_scenario_checks.csv", index=False)
+    for df, name in ((internal, "internal_cv"), (external, "external"), (paired, "paired"), (scen, "scenarios"), (checks, "scenario_checks")):
+        df.to_csv(RESULTS / f"imaging_{name}.csv", index=False)
     logd = json.loads((work / "log.json").read_text())
     fmt = lambda df: markdown_table(df, index=False)
+    section = lambda title, body: [f"## {title}", "", body if body is not None else "Not run yet.", ""]
+    scen_md = None if scen.empty else fmt(scen.assign(auc=[f"{v:.3f} ({lo:.3f}-{hi:.3f})" for v, lo, hi in zip(scen.auc, scen.lo, scen.hi)]).drop(columns=["lo", "hi"]))
     text = ["# The powered HiPerfGNN benchmark on phantom v2", "",
             f"From `python bench/imaging.py WORK` (issue 14). Internal: {a.n_internal} phantom patients, {a.folds}-fold stratified CV "
-            f"(pooled out-of-fold predictions; IDH: {a.seeds} training seeds per fold, probabilities averaged; 1p/19q and grade: 1 seed); "
+            f"(pooled out-of-fold predictions; IDH: {idh_seeds} training seed(s) per fold, probabilities averaged; 1p/19q and grade: 1 seed); "
             f"external: {a.n_external} patients of an independently configured site, scored by every fold's model (never trained on); "
             f"scenarios: {a.n_scenario} patients each. VQ-VAE trained on {a.n_dev} separate development patients and frozen. "
             "95 % CIs: stratified bootstrap (1000). Thresholds: Youden on each fold's validation patients. Phantom patients: "
             "these numbers compare models on the same synthetic data; they are not estimates for real patients.", "",
-            "## Internal cohort (Table 1 layout)", "", paper_table(internal), "",
-            "## Paired comparisons with HiPerfGNN (same patients)", "", paired_table(paired), "",
-            "## External site", "", paper_table(external), "",
-            "## Positive-control scenarios (IDH AUC, out-of-fold)", "",
-            fmt(scen.assign(auc=[f"{v:.3f} ({lo:.3f}-{hi:.3f})" for v, lo, hi in zip(scen.auc, scen.lo, scen.hi)]).drop(columns=["lo", "hi"])), "",
-            fmt(checks.round(4)), "",
+            *section("Internal cohort (Table 1 layout)", paper_table(internal)),
+            *section("Paired comparisons with HiPerfGNN (same patients)", None if paired.empty else paired_table(paired)),
+            *section("External site", None if external.empty else paper_table(external)),
+            *section("Positive-control scenarios (IDH AUC, out-of-fold)", scen_md and (scen_md + ("" if checks.empty else "\n\n" + fmt(checks.round(4))))),
             *[part for title, name in (("Code stability: same patients re-scanned with the other site's acquisition", "imaging_code_stability.csv"),
                                        ("Saliency: enhancing-rim ratio, IDH-wildtype / IDH-mutant (multi-habitat tumours)", "imaging_saliency_rim_ratio.csv"),
                                        ("Saliency: peak in the signal habitat, scenario (a)", "imaging_saliency_signal_peak.csv"))
-              if (RESULTS / name).exists() for part in (f"## {title}", "", fmt(pd.read_csv(RESULTS / name).round(4)), "")],
-            "## Wall time", "", fmt(pd.DataFrame([{"stage": k, **{c: v.get(c) for c in ("wall_s", "n", "jobs", "finished")}} for k, v in logd.items()]))]
-    (RESULTS / "imaging.md").write_text("\n".join(text) + "\n")
+              for part in section(title, fmt(pd.read_csv(RESULTS / name).round(4)) if (RESULTS / name).exists() else None)],
+            *section("Wall time", fmt(pd.DataFrame([{"stage": k, **{c: v.get(c) for c in ("wall_s", "n", "jobs", "finished")}} for k, v in logd.items()])))]
+    atomic_write_text(RESULTS / "imaging.md", "\n".join(text) + "\n")
     print("\n".join(text))
 
 

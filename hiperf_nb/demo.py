@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['QUICK', 'REPORT_TEMPLATE', 'HIERARCHY_MIN_PERPLEXITY', 'HIERARCHY_MIN_HABITATS', 'GRAPH_GROUPS', 'DemoConfig',
-           'demo_mode', 'DemoLayout', 'run_stage', 'split_cohort', 'training_cases', 'graph_config', 'habitat_stats',
-           'graph_summary', 'without_timings', 'markdown_html', 'report_env', 'table_data', 'figure_data',
-           'hierarchy_problems', 'write_report', 'find_demo_dir', 'run_demo']
+__all__ = ['QUICK', 'REPORT_TEMPLATE', 'HIERARCHY_MIN_PERPLEXITY', 'HIERARCHY_MIN_HABITATS', 'GRAPH_GROUPS', 'POWERED_RESULTS',
+           'DemoConfig', 'demo_mode', 'DemoLayout', 'run_stage', 'split_cohort', 'training_cases', 'graph_config',
+           'habitat_stats', 'graph_summary', 'without_timings', 'markdown_html', 'report_env', 'table_data',
+           'figure_data', 'hierarchy_problems', 'powered_benchmark_summary', 'write_report', 'find_demo_dir',
+           'run_demo']
 
 # %% ../nbs/19_demo.ipynb #422a0873
 import base64
 import json
 import platform
+import re
 import shutil
 import time
 import warnings
@@ -35,7 +37,7 @@ from markupsafe import Markup
 
 # %% ../nbs/19_demo.ipynb #e6212329
 import hiperf_nb
-from .core import (Config, HiperfWarning, ManifestError, atomic_write_bytes, atomic_write_text, figure_png,
+from .core import (Config, HiperfWarning, ManifestError, atomic_write_bytes, atomic_write_text, data_dir, figure_png,
                             seed_everything, to_json)
 from .lunar_bench import run_lunar
 from .genomics import PAPER_TABLE1, cohort_summary, compare_tables, tcga_recurrence_cohort
@@ -325,6 +327,16 @@ def hierarchy_problems(vqvae: dict, # the `vqvae` stage's results (`perplexity`)
             out.append(f"the median {name} tumour has {m:g} habitat(s): most coarse graphs are a single node without edges")
     return out
 
+# %% ../nbs/19_demo.ipynb #cad1d8cb
+POWERED_RESULTS = "imaging.md" # in bench/results/: the powered HiPerfGNN benchmark's summary (`python bench/imaging.py WORK`)
+
+def powered_benchmark_summary(results_dir: str | Path | None = None # default: bench/results/ of the checkout holding data/
+                             ) -> str | None:
+    "The committed powered-benchmark summary as Markdown, headings two levels down; None when there is none."
+    path = Path(results_dir if results_dir is not None else data_dir().parent / "bench" / "results") / POWERED_RESULTS
+    if not path.is_file(): return None
+    return re.sub(r"^(#{1,6}) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", path.read_text(), flags=re.M)
+
 # %% ../nbs/19_demo.ipynb #8e8a142c
 def _report_imaging(results: dict) -> dict:
     "Phantom cohorts, the split, VQ-VAE codes (with what makes the hierarchy degenerate) and graphs."
@@ -345,7 +357,7 @@ def _report_imaging(results: dict) -> dict:
             "degenerate": hierarchy_problems(vq, gr), "graphs": table_data(graphs)}
 
 def _report_hgnn(lay: DemoLayout, results: dict) -> dict:
-    "HiPerfGNN's AUCs with CIs, the benchmark's table, AUCs next to the paper's, ROC curves."
+    "HiPerfGNN's AUCs with CIs, the benchmark's table, AUCs next to the paper's, ROC curves, the powered benchmark's summary."
     full = results["hgnn"]["metrics"].get("full", {})
     auc = {ds: "{:.3f} ({:.3f}-{:.3f})".format(*m["auroc"]) for ds, m in full.items()}
     long = pd.read_csv(lay.hgnn.results_csv)
@@ -354,7 +366,7 @@ def _report_hgnn(lay: DemoLayout, results: dict) -> dict:
         cmp[col] = [PAPER_IDH_AUC.get((m, ds), np.nan) for m in cmp.index]
     cmp.index = pd.Index([MODEL_LABELS.get(m, m) for m in cmp.index])
     return {"auc": auc, "results_md": lay.hgnn.results_md.read_text(), "paper": table_data(cmp, digits=3, na="-"),
-            "roc": figure_data(lay.figure("hgnn_roc_idh"), "ROC curves, IDH")}
+            "roc": figure_data(lay.figure("hgnn_roc_idh"), "ROC curves, IDH"), "powered": powered_benchmark_summary()}
 
 def _report_saliency(lay: DemoLayout, sal: dict) -> dict:
     "Rim ratio table (the ratio first, then its inputs) and the overlay of one patient per IDH group."

@@ -87,6 +87,16 @@ def test_a_degenerate_hierarchy_is_shown_in_a_warning_box(tmp_path, change):
     assert "lacks the row(s) ['perplexity']" in check_report.content_problems(no_row)[0]
 
 
+def test_the_full_demo_summarises_the_powered_benchmark_and_quick_does_not(tmp_path, monkeypatch):
+    "The committed powered-benchmark summary appears in a full demo's report, escaped; a quick (smoke) run leaves it out."
+    monkeypatch.setattr(demo, "powered_benchmark_summary", lambda: f"#### Internal cohort\n\n| Model | AUC |\n|---|---|\n| {EVIL} | 0.95 |\n")
+    full = write_report(finished_demo(tmp_path / "full").root, demo.DemoConfig(), RESULTS, {}).read_text()
+    assert 'id="powered-benchmark"' in full and "<h4>Internal cohort</h4>" in full and EVIL not in full
+    assert check_report.content_problems(full) == []
+    quick = write_report(finished_demo(tmp_path / "quick").root, QUICK, RESULTS, {}).read_text()
+    assert 'id="powered-benchmark"' not in quick and "Internal cohort" not in quick
+
+
 def test_vqvae_sees_training_patients_only(tmp_path, monkeypatch):
     "The demo's splits stage comes first; the VQ-VAE stage gets the curves of its `train` patients and of no one else."
     lay = DemoLayout(tmp_path)
