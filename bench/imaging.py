@@ -34,16 +34,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from joblib import Parallel, delayed  # noqa: E402
 
-from hiperf_nb.core import HiperfWarning, atomic_write_text, cpu_threads  # noqa: E402
+from hiperf_nb.core import HiperfWarning, atomic_write_bytes, atomic_write_text, cpu_threads, figure_png  # noqa: E402
 from hiperf_nb.dsc import extract_tics  # noqa: E402
 from hiperf_nb.graphs import GraphConfig, build_hier_graph, code_keys  # noqa: E402
 from hiperf_nb.graphs import HierGraph  # noqa: E402
 from hiperf_nb.hgnn_bench import (MODEL_PARTITION, PAPER_PARTITION, BenchmarkLayout, paired_table, paper_table,  # noqa: E402
-                                  run_benchmark, split_folds)
+                                  plot_roc, run_benchmark, split_folds)
 from hiperf_nb.saliency import rim_ratio_summary, saliency_table, signal_peak  # noqa: E402
 from hiperf_nb.train import load_model  # noqa: E402
 from hiperf_nb.metrics import delong_test, markdown_table  # noqa: E402
-from hiperf_nb.cohorts import iter_cohort  # noqa: E402
+from hiperf_nb.cohorts import COHORT_PREFIX, iter_cohort  # noqa: E402
 from hiperf_nb.phantom import rescan  # noqa: E402
 from hiperf_nb.train import TrainConfig  # noqa: E402
 from hiperf_nb.vqvae import (TICBank, VQVAEConfig, encode_case, load_vqvae, prepare_tics, save_vqvae, tics_from_cases,  # noqa: E402
@@ -109,7 +109,7 @@ def build_one(work: Path, cohort: str, n: int, i: int, vq) -> dict:
     "Simulate patient i, encode it, build and save its graphs in every partition; the sidecar JSON marks it done."
     dirs = graph_dirs(work, cohort)
     site, scenario, seed = COHORTS[cohort]
-    pid = f"{'EXT' if site == 'external' else 'INT'}-{i + 1:04d}"
+    pid = f"{COHORT_PREFIX[site]}-{i + 1:04d}"
     side = work / "graphs" / cohort / "done" / f"{pid}.json"
     if side.exists(): return {**json.loads(side.read_text()), "resumed": True}
     with cpu_threads(1), warnings.catch_warnings():
@@ -158,11 +158,12 @@ def stage_graphs(work: Path, a) -> None:
 
 # ---------------------------------------------------------------- code stability across acquisitions
 def rescan_agreement(work: Path, cohort: str, n: int, i: int, other: str, vq) -> dict:
-    "Patient i scanned at its own site and re-scanned with `other`'s acquisition: share of tumour voxels whose codes agree."
+    """Patient i scanned at its own site and re-scanned with `other`'s acquisition ("repeat": its own, in a second session,
+    i.e. new protocol jitter and noise): share of tumour voxels whose codes agree."""
     with cpu_threads(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", HiperfWarning)
         pc = patient(cohort, n, i)
-        again = rescan(pc, other)
+        again = rescan(pc, session=1) if other == "repeat" else rescan(pc, other)
         (ca, _, xa), (cb, _, xb) = encode_case(vq, pc.loaded), encode_case(vq, again.loaded)
     if not np.array_equal(xa, xb): raise RuntimeError(f"{pc.loaded.patient_id}: the re-scan's tumour voxels differ")
     seq_a, seq_b = code_keys(ca, vq.config.n_codes), code_keys(cb, vq.config.n_codes)
@@ -173,14 +174,20 @@ def rescan_agreement(work: Path, cohort: str, n: int, i: int, other: str, vq) ->
 
 
 def stage_stability(work: Path, a) -> None:
-    "Same-patient re-scans in both directions (internal patients with the external acquisition and vice versa)."
+    """Same-patient re-scans: with the other site's acquisition in both directions, and a repeat scan at the patient's own
+    site (the noise-only reference); chance is the agreement of two independent draws with the scans' code frequencies."""
     vq = load_vqvae(work / "vqvae.pt")
     t0 = time.perf_counter()
-    jobs = [("internal", a.n_internal, i, "external") for i in range(a.n_stability)] + \
-           [("external", a.n_external, i, "internal") for i in range(a.n_stability)]
+    path = work / "code_stability.csv"
+    done = pd.read_csv(path, dtype={"patient_id": str}) if path.exists() else pd.DataFrame(columns=["cohort", "rescan_with", "patient_id"])
+    have = set(zip(done.cohort, done.rescan_with, done.patient_id))
+    sizes = {"internal": a.n_internal, "external": a.n_external}
+    jobs = [(c, sizes[c], i, o) for c, others in (("internal", ("external", "repeat")), ("external", ("internal", "repeat")))
+            for o in others for i in range(a.n_stability)
+            if (c, o, f"{COHORT_PREFIX[COHORTS[c][0]]}-{i + 1:04d}") not in have]
     rows = Parallel(n_jobs=a.jobs)(delayed(rescan_agreement)(work, c, n, i, o, vq) for c, n, i, o in jobs)
-    df = pd.DataFrame(rows)
-    df.to_csv(work / "code_stability.csv", index=False)
+    df = pd.concat([done, pd.DataFrame(rows)], ignore_index=True) if rows else done
+    atomic_write_text(path, df.to_csv(index=False))
     summary = []
     for (cohort, other), g in df.groupby(["cohort", "rescan_with"]):
         for col in ("sequence_same", "chance"):
@@ -189,7 +196,7 @@ def stage_stability(work: Path, a) -> None:
                             "lo": float(np.quantile(boot, 0.025)), "hi": float(np.quantile(boot, 0.975))})
     RESULTS.mkdir(exist_ok=True)
     pd.DataFrame(summary).to_csv(RESULTS / "imaging_code_stability.csv", index=False)
-    log(work, "stability", {"wall_s": time.perf_counter() - t0, "n": len(df), "jobs": a.jobs})
+    if rows: log(work, "stability", {"wall_s": time.perf_counter() - t0, "n": len(df), "new": len(rows), "jobs": a.jobs})
 
 
 # ---------------------------------------------------------------- training
@@ -284,6 +291,8 @@ def stage_tables(work: Path, a) -> None:
     scen, checks = scenario_table(work)
     for df, name in ((internal, "internal_cv"), (external, "external"), (paired, "paired"), (scen, "scenarios"), (checks, "scenario_checks")):
         df.to_csv(RESULTS / f"imaging_{name}.csv", index=False)
+    for lay, task in ((cv[0], "idh"), (cv[1], "codel")):
+        if lay.prediction_files(task): atomic_write_bytes(RESULTS / f"imaging_roc_{task}.png", figure_png(plot_roc(lay.root, task)))
     logd = json.loads((work / "log.json").read_text())
     fmt = lambda df: markdown_table(df, index=False)
     section = lambda title, body: [f"## {title}", "", body if body is not None else "Not run yet.", ""]

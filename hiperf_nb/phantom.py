@@ -598,7 +598,8 @@ def simulate_case(idh: str = "wildtype", # "wildtype" or "mutant"
                   zoom: int = 1, # in-plane downsampling of the template's ~1.8 mm grid (1: clinical resolution)
                   acquisition: str | Protocol | None = None, # scan the patient with another site's acquisition (name or `Protocol`)
                   patient_id: str | None = None, # default "PH-<site>-<seed>"
-                  scenario: str = "both" # one of `SCENARIOS`: where the class signal lives (positive controls)
+                  scenario: str = "both", # one of `SCENARIOS`: where the class signal lives (positive controls)
+                  session: int = 0 # scan session: another session of the same patient draws new protocol jitter and noise
                  ) -> PhantomCase:
     "Simulate one patient's DSC series, structural MRI, habitat fractions and ground truth (see the physics above)."
     cfg = site_config(site)
@@ -606,9 +607,9 @@ def simulate_case(idh: str = "wildtype", # "wildtype" or "mutant"
     prot = cfg.protocol if acquisition is None else site_protocol(acquisition)
     site_name = site if isinstance(site, str) else "custom"
     pid = patient_id or f"PH-{site_name}-{int(seed):06d}"
-    args = dict(idh=idh, codel=codel, grade=grade, site=site, seed=seed, zoom=zoom, acquisition=prot, patient_id=pid, scenario=scenario)
+    args = dict(idh=idh, codel=codel, grade=grade, site=site, seed=seed, zoom=zoom, acquisition=prot, patient_id=pid, scenario=scenario, session=session)
     brain, sp, tissue, frac, tumour = patient_anatomy(idh, codel, grade, seed, zoom, scenario, site)
-    r_phys, r_prot, r_noise = (np.random.default_rng([int(seed), k]) for k in range(1, 4))
+    r_phys, r_prot, r_noise = (np.random.default_rng([int(seed), k] + ([int(session)] if k > 1 and session else [])) for k in range(1, 4))
     shape = brain.shape
     (s_kind, _), (p_kind, p_grade) = scenario_kinds(idh, codel, grade, seed, scenario, site)
     patient = patient_physiology(p_kind, p_grade, r_phys)
@@ -650,7 +651,9 @@ def simulate_case(idh: str = "wildtype", # "wildtype" or "mutant"
     return pc
 
 def rescan(pc: PhantomCase, # a simulated patient
-           acquisition: str | Protocol # the other scan: a site name (`SITES`) or a `Protocol`
+           acquisition: str | Protocol | None = None, # the other scan: a site name (`SITES`) or a `Protocol`; None: `pc`'s own
+           session: int | None = None # scan session (new protocol jitter and noise); None: `pc`'s
           ) -> PhantomCase:
-    "The same patient as `pc` (anatomy, tumour, physiology, template and grid) scanned with another acquisition, in `pc`'s voxel orientation."
-    return simulate_case(**{**pc.args, "acquisition": site_protocol(acquisition).replace(orientation=pc.protocol.orientation)})
+    "The same patient as `pc` (anatomy, tumour, physiology, template and grid) scanned again, in `pc`'s voxel orientation."
+    prot = pc.protocol if acquisition is None else site_protocol(acquisition).replace(orientation=pc.protocol.orientation)
+    return simulate_case(**{**pc.args, "acquisition": prot, **({} if session is None else {"session": session})})
