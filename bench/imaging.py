@@ -201,7 +201,7 @@ def stage_stability(work: Path, a) -> None:
 
 # ---------------------------------------------------------------- training
 def train_config(a) -> TrainConfig:
-    return TrainConfig(epochs=a.epochs, patience=a.patience, device="cpu")
+    return TrainConfig(epochs=a.epochs, patience=a.patience, device="auto")  # a GPU when present; a CPU run resumes on it
 
 
 def stage_cv(work: Path, a) -> None:
@@ -240,16 +240,19 @@ def oof_saliency(work: Path, folder: Path, cohort: str) -> pd.DataFrame:
 
 
 def stage_saliency(work: Path, a) -> None:
-    "Rim ratio (IDH-wildtype / IDH-mutant) on the internal cohort; peak-in-signal-habitat check on scenario (a)."
+    """Rim ratio (IDH-wildtype / IDH-mutant) on the internal cohort; peak-in-signal-habitat check on scenario (a). The
+    per-patient tables are kept in WORK (the fold models they explain never change) and read back on a re-run."""
     RESULTS.mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    internal = oof_saliency(work, work / "cv" / "idh", "internal")
-    internal.to_csv(work / "saliency_internal.csv", index=False)
-    rim_ratio_summary(internal).reset_index().to_csv(RESULTS / "imaging_saliency_rim_ratio.csv", index=False)
-    perf = oof_saliency(work, work / "scenarios" / "perfusion", "perfusion")
-    perf.to_csv(work / "saliency_perfusion.csv", index=False)
-    signal_peak(perf)[1].to_csv(RESULTS / "imaging_saliency_signal_peak.csv", index=False)
-    log(work, "saliency", {"wall_s": time.perf_counter() - t0, "n": len(internal) + len(perf)})
+    tables, computed = {}, 0
+    for cohort, folder in (("internal", work / "cv" / "idh"), ("perfusion", work / "scenarios" / "perfusion")):
+        path = work / f"saliency_{cohort}.csv"
+        if not path.exists():
+            atomic_write_text(path, oof_saliency(work, folder, cohort).to_csv(index=False)); computed += 1
+        tables[cohort] = pd.read_csv(path, dtype={"patient_id": str})
+    rim_ratio_summary(tables["internal"]).reset_index().to_csv(RESULTS / "imaging_saliency_rim_ratio.csv", index=False)
+    signal_peak(tables["perfusion"])[1].reset_index().to_csv(RESULTS / "imaging_saliency_signal_peak.csv", index=False)
+    if computed: log(work, "saliency", {"wall_s": time.perf_counter() - t0, "n": sum(map(len, tables.values()))})
 
 
 # ---------------------------------------------------------------- result files

@@ -310,7 +310,7 @@ def paired_table(paired: pd.DataFrame # from `paired_comparisons`
                 ) -> str:
     "Markdown: per task and dataset, each model's AUC, the reference's, and the difference with CI and p."
     show = pd.DataFrame({"Task": paired.task, "Dataset": paired.dataset.map(DATASET_LABELS), "Model": paired.model.map(lambda m: MODEL_LABELS.get(m, m)),
-                         "n": paired.n, "AUC model": paired.auc_model.round(3), "AUC full": paired.auc_reference.round(3),
+                         "n": paired.n, "AUC model": paired.auc_model.map("{:.3f}".format), "AUC full": paired.auc_reference.map("{:.3f}".format),
                          "full - model (95 % CI)": [f"{d:+.3f} ({lo:+.3f} to {hi:+.3f})" for d, lo, hi in zip(paired["diff"], paired.lo, paired.hi)],
                          "p": [f"{p:.2g}" for p in paired.p_value], "test": paired.method})
     return markdown_table(show, index=False)

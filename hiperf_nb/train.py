@@ -261,6 +261,10 @@ def fit(model: nn.Module, # from `make_model`
         return _fit(model, train, val, cfg, dev, out_dir, resume, show_progress)
 
 # %% ../nbs/09_train.ipynb #ad733274
+def _resumable(config: dict | None) -> dict | None:
+    "The options a resumed run must share with its checkpoint: all but the device (a CPU run may go on on a GPU)."
+    return None if config is None else {k: v for k, v in config.items() if k != "device"}
+
 def _fit(model, train, val, cfg, dev, out_dir, resume, show_progress):
     seed_everything(cfg.seed)
     model.to(dev)
@@ -273,7 +277,7 @@ def _fit(model, train, val, cfg, dev, out_dir, resume, show_progress):
         last = out / "last.pt"
         if resume and last.exists():
             ck = load_checkpoint(last, "training state")
-            if ck.get("config") != cfg.to_dict() or ck.get("kind") != model_kind(model):
+            if _resumable(ck.get("config")) != _resumable(cfg.to_dict()) or ck.get("kind") != model_kind(model):
                 raise InputError(f"{last}: a run with other options is there; use another out_dir or resume=False")
             model.load_state_dict(ck["state_dict"]); opt.load_state_dict(ck["optimizer"])
             state = ck["state"]; torch.set_rng_state(ck["rng"])
