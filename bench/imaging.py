@@ -67,6 +67,11 @@ def graph_config(partition: str) -> GraphConfig:
     return GraphConfig(fine_partition=partition, **({} if partition == PAPER_PARTITION else {"crop_mm": None}))
 
 
+def patient_id(cohort: str, i: int) -> str:
+    "ID of patient i of a cohort, as `iter_cohort` names it (its site's prefix)."
+    return f"{COHORT_PREFIX[COHORTS[cohort][0]]}-{i + 1:04d}"
+
+
 def patient(cohort: str, n: int, i: int):
     "Patient i of a cohort of n, simulated in memory."
     site, scenario, seed = COHORTS[cohort]
@@ -109,7 +114,7 @@ def build_one(work: Path, cohort: str, n: int, i: int, vq) -> dict:
     "Simulate patient i, encode it, build and save its graphs in every partition; the sidecar JSON marks it done."
     dirs = graph_dirs(work, cohort)
     site, scenario, seed = COHORTS[cohort]
-    pid = f"{COHORT_PREFIX[site]}-{i + 1:04d}"
+    pid = patient_id(cohort, i)
     side = work / "graphs" / cohort / "done" / f"{pid}.json"
     if side.exists(): return {**json.loads(side.read_text()), "resumed": True}
     with cpu_threads(1), warnings.catch_warnings():
@@ -184,7 +189,7 @@ def stage_stability(work: Path, a) -> None:
     sizes = {"internal": a.n_internal, "external": a.n_external}
     jobs = [(c, sizes[c], i, o) for c, others in (("internal", ("external", "repeat")), ("external", ("internal", "repeat")))
             for o in others for i in range(a.n_stability)
-            if (c, o, f"{COHORT_PREFIX[COHORTS[c][0]]}-{i + 1:04d}") not in have]
+            if (c, o, patient_id(c, i)) not in have]
     rows = Parallel(n_jobs=a.jobs)(delayed(rescan_agreement)(work, c, n, i, o, vq) for c, n, i, o in jobs)
     df = pd.concat([done, pd.DataFrame(rows)], ignore_index=True) if rows else done
     atomic_write_text(path, df.to_csv(index=False))
