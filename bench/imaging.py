@@ -11,18 +11,26 @@ from its last epoch), keeping only graphs on disk (patients are simulated in mem
    the structural crop of the image baseline and the true habitats for saliency.
 3. `stability`: same-patient re-scans under the other site's acquisition: share of tumour voxels whose code sequence
    is unchanged.
-4. `cv`: `run_benchmark` with 5-fold CV on the internal cohort: IDH with 3 seeds and every model (paper Tables 1-2);
+4. `cv`: `run_benchmark` with 5-fold CV on the internal cohort: IDH with every model (paper Tables 1-2), 3 seeds for the
+   full model and each ablation, one for the rCBV/TIC features and the image baseline (`ONE_SEED`);
    1p/19q and grade with one seed and the models of the paper's Table 1; the external site scored by every fold's
    model; paired comparisons with the full model.
 5. `scenarios`: the same on the scenario cohorts (IDH; one model per modality and the full model), plus the internal
    cohort as scenario "both".
 6. `saliency`, `tables`: saliency statistics and the result files under bench/results/ (imaging_*).
 
+The graphs are rebuilt from the cohort seeds (deterministic), but training is hours of CPU: every stage ends by copying
+the small records of its finished work (each training run's predictions, the splits, re-scan agreement, saliency tables,
+the stage log) into bench/results/imaging_runs/ (gzip, committed), with a fingerprint of the VQ-VAE and the graphs. A new
+machine restores them into WORK, checks the fingerprint once its graphs are rebuilt, and trains only what is missing.
+
     python bench/imaging.py WORK [--stages vqvae,graphs,...] [--jobs 2] [--n-internal 1500] ...
 
 WORK holds the frozen VQ-VAE, the graphs and every training run (several GB at full size).
 """
 import argparse
+import gzip
+import hashlib
 import json
 import os
 import time
@@ -50,6 +58,9 @@ from hiperf_nb.vqvae import (TICBank, VQVAEConfig, encode_case, load_vqvae, prep
                              train_vqvae, vqvae_schedule)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+KEPT = RESULTS / "imaging_runs"  # the committed records of finished work (see the module docstring)
+KEPT_FILES = ("cv/*/splits.csv", "scenarios/*/splits.csv", "cv/*/*/*/fold*/seed*/predictions.csv",
+              "scenarios/*/*/*/fold*/seed*/predictions.csv", "code_stability.csv", "saliency_*.csv", "log.json")
 STAGES = ("vqvae", "graphs", "stability", "cv", "scenarios", "saliency", "tables")
 PARTITIONS = (PAPER_PARTITION, *sorted(set(MODEL_PARTITION.values())))
 # cohort -> (site, scenario, cohort seed); the seeds keep every cohort's patients distinct from the others'
@@ -57,8 +68,10 @@ COHORTS = {"dev": ("internal", "both", 101), "internal": ("internal", "both", 1)
            "perfusion": ("internal", "perfusion", 3), "structure": ("internal", "structure", 4)}
 VQVAE_PER_CASE = vqvae_schedule("fast", tics_from_cases)["max_per_case"]  # curves per development patient
 IDH_MODELS = ("full", "perf", "perf_hier", "sg", "perfgat", "features", "cnn")  # paper Tables 1 and 2, and the rCBV/TIC features
+ONE_SEED = ("features", "cnn")  # deterministic given the fold (features), or the costly image baseline: one training seed
 TABLE1_MODELS = ("full", "perfgat", "cnn")  # 1p/19q and grade: the models of the paper's Table 1 (HiPerfGNN, PerfGAT, GlioMT)
-SCENARIO_MODELS = ("full", "perf", "sg", "cnn")  # one model per modality (perfusion, structure: graph and image) and both
+SCENARIO_MODELS = ("full", "perf", "sg", "cnn", "features")  # one model per modality (perfusion, structure: graph and image), both, and the
+# rCBV/TIC features: the only model that sees the curves' amplitude, which the z-scored codes do not
 
 
 def graph_config(partition: str) -> GraphConfig:
@@ -212,8 +225,10 @@ def train_config(a) -> TrainConfig:
 def stage_cv(work: Path, a) -> None:
     models = tuple(a.models.split(",")) if a.models else IDH_MODELS
     t0 = time.perf_counter()
+    check_fingerprint(work, ("internal", "external"))
+    seeds = {m: (0,) if m in ONE_SEED else tuple(range(a.seeds)) for m in models}
     run_benchmark(graph_dirs(work, "internal"), work / "cv" / "idh", ("idh",), models, external_dir=graph_dirs(work, "external"),
-                  n_folds=a.folds, seeds=tuple(range(a.seeds)), config=train_config(a), seed=0)
+                  n_folds=a.folds, seeds=seeds, config=train_config(a), seed=0)
     if not a.models or a.other_tasks:
         run_benchmark(graph_dirs(work, "internal"), work / "cv" / "codel_grade", ("codel", "grade"), [m for m in models if m in TABLE1_MODELS],
                       splits=pd.read_csv(work / "cv" / "idh" / "splits.csv", dtype={"patient_id": str}),
@@ -224,6 +239,7 @@ def stage_cv(work: Path, a) -> None:
 def stage_scenarios(work: Path, a) -> None:
     models = tuple(a.models.split(",")) if a.models else SCENARIO_MODELS
     t0 = time.perf_counter()
+    check_fingerprint(work, ("perfusion", "structure"))
     for cohort in ("perfusion", "structure"):
         run_benchmark(graph_dirs(work, cohort), work / "scenarios" / cohort, ("idh",), models, n_folds=a.folds, seeds=(0,),
                       config=train_config(a), seed=0)
@@ -325,6 +341,59 @@ def stage_tables(work: Path, a) -> None:
     print("\n".join(text))
 
 
+# ---------------------------------------------------------------- records kept across machines
+def fingerprint(work: Path) -> dict:
+    """SHA-256 of what the kept runs depend on: the frozen VQ-VAE's weights, and per cohort its patient table (labels,
+    node and voxel counts; not the timings) and the node features of its first three graphs in every partition."""
+    h = lambda *arrays: hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in arrays)).hexdigest()
+    vq = load_vqvae(work / "vqvae.pt")
+    out = {"vqvae": h(*[p.detach().numpy() for p in vq.state_dict().values()])}
+    for cohort in COHORTS:
+        table = work / "graphs" / cohort / "patients.csv"
+        if not table.exists(): continue
+        df = pd.read_csv(table, dtype={"patient_id": str})
+        df = df.drop(columns=[c for c in df.columns if c.endswith("_s") or c.startswith("build_s_")])
+        graphs = [HierGraph.load(d / f"{pid}.pt") for d in graph_dirs(work, cohort).values() for pid in df.patient_id[:3]]
+        out[cohort] = h(df.to_csv(index=False).encode(), *[g[t].x.numpy() for g in graphs for t in ("coarse", "fine")])
+    return out
+
+
+def check_fingerprint(work: Path, cohorts) -> None:
+    "Refuse to mix kept training runs with graphs that differ from the ones they were trained on."
+    path = KEPT / "fingerprint.json"
+    if not path.exists(): return
+    kept, now = json.loads(path.read_text()), fingerprint(work)
+    bad = [k for k in ("vqvae", *cohorts) if k in kept and kept[k] != now.get(k)]
+    if bad: raise SystemExit(f"{path}: the kept runs were trained on other {', '.join(bad)} than WORK holds now (the code that builds "
+                             f"them changed?); move {KEPT} away to train everything again")
+
+
+def keep(work: Path) -> None:
+    "Copy the records of finished work into `KEPT` (gzip without a timestamp, so unchanged files stay byte-identical)."
+    n = 0
+    for f in sorted(f for pat in KEPT_FILES for f in work.glob(pat)):
+        dst = KEPT / f"{f.relative_to(work)}.gz"
+        data = gzip.compress(f.read_bytes(), mtime=0)
+        if not dst.exists() or dst.read_bytes() != data:
+            dst.parent.mkdir(parents=True, exist_ok=True); atomic_write_bytes(dst, data); n += 1
+    if (work / "vqvae.pt").exists():
+        kept = json.loads((KEPT / "fingerprint.json").read_text()) if (KEPT / "fingerprint.json").exists() else {}
+        fp = {**fingerprint(work), **kept}  # a kept entry stays: the kept runs were trained on it (`check_fingerprint` guards)
+        atomic_write_text(KEPT / "fingerprint.json", json.dumps(fp, indent=1) + "\n")
+    print(f"kept: {n} new or changed file(s) in {KEPT}")
+
+
+def restore(work: Path) -> None:
+    "Put the kept records back into WORK where it lacks them (the stage log is merged: WORK's entries win)."
+    for src in sorted(KEPT.rglob("*.gz")):
+        dst = work / src.relative_to(KEPT).with_suffix("")
+        data = gzip.decompress(src.read_bytes())
+        if dst.name == "log.json" and dst.exists():
+            atomic_write_text(dst, json.dumps({**json.loads(data), **json.loads(dst.read_text())}, indent=1))
+        elif not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True); atomic_write_bytes(dst, data)
+
+
 def log(work: Path, stage: str, record: dict) -> None:
     "Append a stage's record (wall times, sizes) to WORK/log.json."
     path = work / "log.json"
@@ -337,7 +406,7 @@ def log(work: Path, stage: str, record: dict) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", type=Path)
-    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated; `keep` only copies finished work into bench/results/imaging_runs")
     ap.add_argument("--jobs", type=int, default=2, help="parallel processes for per-patient work")
     ap.add_argument("--n-dev", type=int, default=200)
     ap.add_argument("--n-internal", type=int, default=1500)
@@ -353,9 +422,13 @@ def main():
     ap.add_argument("--other-tasks", action="store_true", help="with --models: also 1p/19q and grade")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
+    restore(a.work)
     for s in a.stages.split(","):
-        {"vqvae": stage_vqvae, "graphs": stage_graphs, "stability": stage_stability, "cv": stage_cv, "scenarios": stage_scenarios, "saliency": stage_saliency,
-         "tables": stage_tables}[s](a.work, a)
+        try:
+            {"vqvae": stage_vqvae, "graphs": stage_graphs, "stability": stage_stability, "cv": stage_cv, "scenarios": stage_scenarios,
+             "saliency": stage_saliency, "tables": stage_tables, "keep": lambda w, a: None}[s](a.work, a)
+        finally:
+            keep(a.work)  # also when a stage is interrupted: its finished runs are kept
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def run_benchmark(graph_dir: str | Path | Mapping[str, str | Path], # internal g
                   external_dir: str | Path | Mapping[str, str | Path] | None = None, # external-site graphs, as `graph_dir`; evaluated for IDH only (never trained on)
                   splits: pd.DataFrame | None = None, # `patient_splits` or `cv_splits` table (default: the saved one, else made and saved)
                   n_folds: int | None = None, # without `splits`: k-fold cross-validation (`cv_splits`); None: one train/val/test split
-                  seeds: Sequence[int] = (0,), # training seeds per fold (initialisation, shuffling)
+                  seeds: Sequence[int] | Mapping[str, Sequence[int]] = (0,), # training seeds per fold (initialisation, shuffling), or {model: seeds}
                   config: TrainConfig | None = None, # optimisation options (its seed is replaced by each of `seeds`)
                   n_boot: int = 1000, # bootstrap resamples
                   seed: int = 0, # splits and bootstrap seed
@@ -235,7 +235,8 @@ def run_benchmark(graph_dir: str | Path | Mapping[str, str | Path], # internal g
                 cache[key] = (load_graph_set(key, task, show_progress=show_progress), ext)
             return cache[key]
         for kind in models:
-            runs = _runs(lay, task, kind, folds, seeds, sets, config, show_progress)
+            model_seeds = tuple(seeds[kind] if isinstance(seeds, Mapping) else seeds)
+            runs = _runs(lay, task, kind, folds, model_seeds, sets, config, show_progress)
             pooled = pool_predictions(runs)
             atomic_write_text(lay.predictions(task, kind), pooled.to_csv(index=False))
             per_seed = seed_aucs(runs)
@@ -244,7 +245,7 @@ def run_benchmark(graph_dir: str | Path | Mapping[str, str | Path], # internal g
                     rows.append({"task": task, "model": kind, "dataset": split, "metric": metric, **r.to_dict(),
                                  "threshold": float(pooled.threshold[pooled.split == split].mean()),
                                  "train_seconds": float(runs.groupby(["fold", "seed"]).train_seconds.first().mean()),
-                                 "n": int((pooled.split == split).sum()), "folds": len(folds), "seeds": len(seeds),
+                                 "n": int((pooled.split == split).sum()), "folds": len(folds), "seeds": len(model_seeds),
                                  "seed_auroc_mean": float(per_seed.mean()), "seed_auroc_sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan,
                                  "partition": "paper" if not isinstance(graph_dir, Mapping) else MODEL_PARTITION.get(kind, PAPER_PARTITION)})
     long = pd.DataFrame(rows)

@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TASKS', 'TASK_COLUMNS', 'MODEL_NODE_TYPES', 'BASELINE_MODELS', 'MODEL_KINDS', 'MONITORS', 'n_classes',
+__all__ = ['TASKS', 'TASK_COLUMNS', 'MODEL_NODE_TYPES', 'BASELINE_MODELS', 'MODEL_KINDS', 'MODEL_INPUTS', 'MONITORS', 'n_classes',
            'encode_labels', 'stratified_order', 'patient_splits', 'save_splits', 'load_splits', 'GraphSet',
-           'load_graph_set', 'make_model', 'model_kind', 'save_model', 'load_model', 'TrainConfig', 'class_weights',
-           'predict_proba', 'fit', 'feature_matrix', 'fit_feature_baseline']
+           'load_graph_set', 'make_model', 'model_kind', 'model_inputs', 'save_model', 'load_model', 'TrainConfig',
+           'class_weights', 'predict_proba', 'fit', 'feature_matrix', 'fit_feature_baseline']
 
 # %% ../nbs/09_train.ipynb #c76115ed
 import numpy as np
@@ -174,6 +174,30 @@ def model_kind(model: nn.Module) -> str:
     "The `MODEL_KINDS` name of a model."
     return next((k for k, cls in BASELINE_MODELS.items() if isinstance(model, cls)), None) or model.variant
 
+MODEL_INPUTS = {"full": {"coarse": "x", "fine": "x"}, "perf": {"coarse": "x"}, "perf_hier": {"coarse": "x", "fine": "perf"},
+                "sg": {"fine": "x"}, "perfgat": {"parcel": "x"}, "cnn": {}}  # node type -> the features a model reads
+
+def model_inputs(kind: str, # a `MODEL_KINDS` name
+                 graphs: Sequence[HierGraph] # graphs as `load_graph_set` gives them
+                ) -> list[HierGraph]:
+    """Views of the graphs (tensors shared, not copied) with only what a model of `kind` reads: its node features, the
+    edges between its node types, `y` and `patient_id`, and the structural crop for the CNN alone. Collating a batch
+    then copies kilobytes instead of every graph's 0.6 MB crop and unused node types."""
+    if kind not in MODEL_INPUTS: raise InputError(f"unknown model {kind!r}; choose one of {MODEL_KINDS}")
+    keep = MODEL_INPUTS[kind]
+    def view(g: HierGraph) -> HierGraph:
+        v = HierGraph()
+        for k in ("y", "patient_id", *(("crop",) if kind == "cnn" else ())):
+            if k in g: v[k] = g[k]
+        for t, attr in keep.items():
+            if t not in g.node_types or attr not in g[t]: raise DataFormatError(f"patient {g.patient_id}: a {kind!r} model reads {t}.{attr}, which the graph lacks; rebuild it (`hiperf build-graphs --force`)")
+            v[t][attr], v[t].num_nodes = g[t][attr], g[t].num_nodes
+        for et in g.edge_types:
+            if et[0] in keep and et[2] in keep:
+                for k, val in g[et].items(): v[et][k] = val
+        return v
+    return [view(g) for g in graphs]
+
 def save_model(model: nn.Module, # a model from `make_model`
                path: str | Path, # checkpoint to write
                **meta # anything JSON-like to keep with it (task, threshold, splits ...)
@@ -220,9 +244,9 @@ def class_weights(y: np.ndarray, # (n,) training labels
     w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
     return torch.as_tensor(w / w[w > 0].mean(), dtype=torch.float32)
 
-def _loader(data: GraphSet, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+def _loader(graphs: Sequence[HierGraph], batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
     gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(data.graphs, batch_size=batch_size, shuffle=shuffle, generator=gen)
+    return DataLoader(graphs, batch_size=batch_size, shuffle=shuffle, generator=gen)
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, # a trained model
@@ -231,7 +255,7 @@ def predict_proba(model: nn.Module, # a trained model
                   device: str | torch.device = "cpu" # where to run
                  ) -> np.ndarray:
     "Class probabilities (n, C) in eval mode."
-    graphs = data.graphs if isinstance(data, GraphSet) else list(data)
+    graphs = model_inputs(model_kind(model), data.graphs if isinstance(data, GraphSet) else list(data))
     dev = get_device(device); model.to(dev)
     with eval_mode(model): out = [torch.softmax(model(b.to(dev)), 1).cpu() for b in DataLoader(graphs, batch_size=batch_size)]
     return torch.cat(out).numpy().astype(np.float64)
@@ -282,11 +306,12 @@ def _fit(model, train, val, cfg, dev, out_dir, resume, show_progress):
             model.load_state_dict(ck["state_dict"]); opt.load_state_dict(ck["optimizer"])
             state = ck["state"]; torch.set_rng_state(ck["rng"])
     sign = 1.0 if cfg.monitor == "val_loss" else -1.0
+    inputs = model_inputs(model_kind(model), train.graphs)
     for epoch in progress(range(state["epoch"], cfg.epochs), f"training {model_kind(model)}", total=cfg.epochs - state["epoch"], enabled=show_progress):
         if state["bad"] >= cfg.patience: break
         model.train()
         total = 0.0
-        for b in _loader(train, cfg.batch_size, True, cfg.seed * 1000 + epoch):
+        for b in _loader(inputs, cfg.batch_size, True, cfg.seed * 1000 + epoch):
             b = b.to(dev)
             opt.zero_grad()
             loss = F.cross_entropy(model(b), b.y, weight=weights)
