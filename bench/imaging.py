@@ -15,8 +15,9 @@ from its last epoch), keeping only graphs on disk (patients are simulated in mem
    full model and each ablation, one for the rCBV/TIC features and the image baseline (`ONE_SEED`);
    1p/19q and grade with one seed and the models of the paper's Table 1; the external site scored by every fold's
    model; paired comparisons with the full model.
-5. `scenarios`: the same on the scenario cohorts (IDH; one model per modality and the full model), plus the internal
-   cohort as scenario "both".
+5. `scenarios`: the same on the scenario cohorts (IDH; one model per modality, the full model and the rCBV/TIC
+   features), plus the internal cohort as scenario "both". `ceiling`: the IDH signal of the phantom's true perfusion
+   values in the scenario cohorts, which no measurement can exceed.
 6. `saliency`, `tables`: saliency statistics and the result files under bench/results/ (imaging_*).
 
 The graphs are rebuilt from the cohort seeds (deterministic), but training is hours of CPU: every stage ends by copying
@@ -33,6 +34,7 @@ import gzip
 import hashlib
 import json
 import os
+import resource
 import time
 import warnings
 from pathlib import Path
@@ -50,7 +52,8 @@ from hiperf_nb.hgnn_bench import (MODEL_PARTITION, PAPER_PARTITION, BenchmarkLay
                                   plot_roc, run_benchmark, split_folds)
 from hiperf_nb.saliency import rim_ratio_summary, saliency_table, signal_peak  # noqa: E402
 from hiperf_nb.train import load_model  # noqa: E402
-from hiperf_nb.metrics import delong_test, markdown_table  # noqa: E402
+from hiperf_nb.io import HABITATS  # noqa: E402
+from hiperf_nb.metrics import classification_metrics, delong_test, markdown_table, stratified_bootstrap  # noqa: E402
 from hiperf_nb.cohorts import COHORT_PREFIX, iter_cohort  # noqa: E402
 from hiperf_nb.phantom import rescan  # noqa: E402
 from hiperf_nb.train import TrainConfig  # noqa: E402
@@ -60,8 +63,8 @@ from hiperf_nb.vqvae import (TICBank, VQVAEConfig, encode_case, load_vqvae, prep
 RESULTS = Path(__file__).resolve().parent / "results"
 KEPT = RESULTS / "imaging_runs"  # the committed records of finished work (see the module docstring)
 KEPT_FILES = ("cv/*/splits.csv", "scenarios/*/splits.csv", "cv/*/*/*/fold*/seed*/predictions.csv",
-              "scenarios/*/*/*/fold*/seed*/predictions.csv", "code_stability.csv", "saliency_*.csv", "log.json")
-STAGES = ("vqvae", "graphs", "stability", "cv", "scenarios", "saliency", "tables")
+              "scenarios/*/*/*/fold*/seed*/predictions.csv", "code_stability.csv", "ceiling.csv", "saliency_*.csv", "log.json")
+STAGES = ("vqvae", "graphs", "stability", "cv", "scenarios", "ceiling", "saliency", "tables")
 PARTITIONS = (PAPER_PARTITION, *sorted(set(MODEL_PARTITION.values())))
 # cohort -> (site, scenario, cohort seed); the seeds keep every cohort's patients distinct from the others'
 COHORTS = {"dev": ("internal", "both", 101), "internal": ("internal", "both", 1), "external": ("external", "both", 2),
@@ -239,11 +242,49 @@ def stage_cv(work: Path, a) -> None:
 def stage_scenarios(work: Path, a) -> None:
     models = tuple(a.models.split(",")) if a.models else SCENARIO_MODELS
     t0 = time.perf_counter()
-    check_fingerprint(work, ("perfusion", "structure"))
-    for cohort in ("perfusion", "structure"):
+    cohorts = [c for c in ("perfusion", "structure") if c in a.cohorts.split(",")]
+    check_fingerprint(work, cohorts)
+    for cohort in cohorts:
         run_benchmark(graph_dirs(work, cohort), work / "scenarios" / cohort, ("idh",), models, n_folds=a.folds, seeds=(0,),
                       config=train_config(a), seed=0)
     log(work, "scenarios" + (f"_{a.models}" if a.models else ""), {"wall_s": time.perf_counter() - t0})
+
+
+# ---------------------------------------------------------------- what the scenario cohorts carry
+def truth_row(cohort: str, n: int, i: int) -> dict:
+    "Patient i's phantom ground truth: mean true rCBV and Ktrans over its tumour and within each true habitat."
+    with cpu_threads(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", HiperfWarning)
+        pc = patient(cohort, n, i)
+    h, t = pc.habitats, pc.truth
+    row = {"cohort": cohort, "patient_id": pc.loaded.patient_id, "mutant": int(pc.labels["idh"] == "mutant"),
+           "rcbv_tumour": float(t["rcbv"][h > 0].mean()), "ktrans_tumour": float(t["ktrans"][h > 0].mean())}
+    for k, name in HABITATS.items():
+        if k and (h == k).any(): row.update({f"rcbv_{name}": float(t["rcbv"][h == k].mean()), f"ktrans_{name}": float(t["ktrans"][h == k].mean())})
+    return row
+
+
+def stage_ceiling(work: Path, a) -> None:
+    """The perfusion signal each scenario cohort carries before any measurement: the IDH AUC of one number of the
+    phantom's ground truth (true rCBV or Ktrans, over the tumour or within a true habitat; lower values predict
+    IDH-mutant), for the first `--n-ceiling` patients. A perfusion model far below this ceiling has lost the signal in the
+    DSC measurement or in its representation, not in the phantom; in the structure scenario it should sit at chance."""
+    path = work / "ceiling.csv"
+    done = pd.read_csv(path, dtype={"patient_id": str}) if path.exists() else pd.DataFrame(columns=["cohort", "patient_id"])
+    have = set(zip(done.cohort, done.patient_id))
+    jobs = [(c, i) for c in ("perfusion", "structure") for i in range(a.n_ceiling) if (c, patient_id(c, i)) not in have]
+    rows = Parallel(n_jobs=a.jobs)(delayed(truth_row)(c, a.n_scenario, i) for c, i in jobs)
+    df = pd.concat([done, pd.DataFrame(rows)], ignore_index=True) if rows else done
+    atomic_write_text(path, df.to_csv(index=False))
+    auc = lambda y, s: {"auroc": classification_metrics(y, s)["auroc"]}
+    out = []
+    for cohort, g in df.groupby("cohort"):
+        for col in [c for c in g.columns if c.startswith(("rcbv_", "ktrans_"))]:
+            d = g[["mutant", col]].dropna()
+            r = stratified_bootstrap(d.mutant, -d[col].to_numpy(), auc).loc["auroc"]
+            out.append({"scenario": cohort, "truth": col, "n": len(d), "n_mutant": int(d.mutant.sum()), "auc": r.value, "lo": r.lo, "hi": r.hi})
+    RESULTS.mkdir(exist_ok=True)
+    pd.DataFrame(out).round(4).to_csv(RESULTS / "imaging_scenario_ceiling.csv", index=False)
 
 
 # ---------------------------------------------------------------- saliency
@@ -269,10 +310,13 @@ def stage_saliency(work: Path, a) -> None:
     for cohort, folder in (("internal", work / "cv" / "idh"), ("perfusion", work / "scenarios" / "perfusion")):
         path = work / f"saliency_{cohort}.csv"
         if not path.exists():
+            lay = BenchmarkLayout(folder)
+            if not lay.splits.exists() or not all(lay.checkpoint("idh", "full", k, 0).exists() for k in range(a.folds)):
+                print(f"saliency {cohort}: the full model's fold checkpoints are not all there yet (train it first)"); continue
             atomic_write_text(path, oof_saliency(work, folder, cohort).to_csv(index=False)); computed += 1
         tables[cohort] = pd.read_csv(path, dtype={"patient_id": str})
-    rim_ratio_summary(tables["internal"]).reset_index().to_csv(RESULTS / "imaging_saliency_rim_ratio.csv", index=False)
-    signal_peak(tables["perfusion"])[1].reset_index().to_csv(RESULTS / "imaging_saliency_signal_peak.csv", index=False)
+    if "internal" in tables: rim_ratio_summary(tables["internal"]).reset_index().to_csv(RESULTS / "imaging_saliency_rim_ratio.csv", index=False)
+    if "perfusion" in tables: signal_peak(tables["perfusion"])[1].reset_index().to_csv(RESULTS / "imaging_saliency_signal_peak.csv", index=False)
     if computed: log(work, "saliency", {"wall_s": time.perf_counter() - t0, "n": sum(map(len, tables.values()))})
 
 
@@ -303,20 +347,51 @@ def scenario_table(work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows), pd.DataFrame(checks)
 
 
+RESULT_KEYS = {"internal_cv": ["task", "model", "dataset", "metric"], "external": ["task", "model", "dataset", "metric"],
+               "paired": ["task", "dataset", "model"], "scenarios": ["scenario", "model"], "scenario_checks": ["scenario", "expected"]}
+
+
+def update_result(name: str, new: pd.DataFrame) -> pd.DataFrame:
+    """Write bench/results/imaging_{name}.csv: the rows of `new` replace the committed rows with the same keys
+    (`RESULT_KEYS`), the others stay, so a run of some models or stages updates their rows and leaves the rest."""
+    path = RESULTS / f"imaging_{name}.csv"
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=RESULT_KEYS[name])
+    if not new.empty:
+        keys = RESULT_KEYS[name]
+        stale = old[keys].astype(str).agg("|".join, axis=1).isin(new[keys].astype(str).agg("|".join, axis=1))
+        old = pd.concat([old[~stale], new], ignore_index=True)
+        atomic_write_text(path, old.to_csv(index=False))
+    return old
+
+
+def run_costs(work: Path) -> pd.DataFrame:
+    "Training runs finished in WORK (kept ones included) and their CPU cost: runs, epochs-to-stop aside, seconds per run."
+    rows = []
+    for f in sorted(work.glob("*/*/*/*/fold*/seed*/predictions.csv")):
+        stage, cohort, task, model = f.relative_to(work).parts[:4]
+        rows.append({"stage": stage, "cohort": cohort, "task": task, "model": model,
+                     "train_s": float(pd.read_csv(f, usecols=["train_seconds"]).train_seconds.iloc[0])})
+    if not rows: return pd.DataFrame()
+    df = pd.DataFrame(rows).groupby(["stage", "cohort", "task", "model"]).train_s.agg(runs="size", s_per_run="mean", cpu_h="sum")
+    return df.assign(s_per_run=df.s_per_run.round(), cpu_h=(df.cpu_h / 3600).round(2)).reset_index()
+
+
 def stage_tables(work: Path, a) -> None:
-    "The result files under bench/results/ (imaging_*) and their summary imaging.md, from whatever stages have finished."
+    """The result files under bench/results/ (imaging_*) and their summary imaging.md: rows of the stages and models WORK
+    has finished replace the committed ones (`update_result`)."""
     RESULTS.mkdir(exist_ok=True)
     cv = [BenchmarkLayout(work / "cv" / t) for t in ("idh", "codel_grade")]
     read = lambda paths: pd.concat([pd.read_csv(p) for p in paths if p.exists()] or [pd.DataFrame()], ignore_index=True)
     res, paired = read([l.results_csv for l in cv]), read([l.paired_csv for l in cv])
-    if res.empty: raise SystemExit("tables: no cross-validation results yet (run the cv stage)")
-    internal, external = res[res.dataset == "test"], res[res.dataset == "external"]
-    idh_seeds = "/".join(map(str, sorted(res[res.task == "idh"].seeds.unique())))
     scen, checks = scenario_table(work)
-    for df, name in ((internal, "internal_cv"), (external, "external"), (paired, "paired"), (scen, "scenarios"), (checks, "scenario_checks")):
-        df.to_csv(RESULTS / f"imaging_{name}.csv", index=False)
-    for lay, task in ((cv[0], "idh"), (cv[1], "codel")):
-        if lay.prediction_files(task): atomic_write_bytes(RESULTS / f"imaging_roc_{task}.png", figure_png(plot_roc(lay.root, task)))
+    internal = update_result("internal_cv", res[res.dataset == "test"] if len(res) else res)
+    external = update_result("external", res[res.dataset == "external"] if len(res) else res)
+    paired, scen, checks = update_result("paired", paired), update_result("scenarios", scen), update_result("scenario_checks", checks)
+    if internal.empty: raise SystemExit("tables: no cross-validation results yet (run the cv stage)")
+    idh_seeds = "/".join(map(str, sorted(internal[internal.task == "idh"].seeds.unique())))
+    for lay, task, models in ((cv[0], "idh", IDH_MODELS), (cv[1], "codel", TABLE1_MODELS)):
+        if all(lay.predictions(task, m).exists() for m in models):  # the ROC figure shows every model or none
+            atomic_write_bytes(RESULTS / f"imaging_roc_{task}.png", figure_png(plot_roc(lay.root, task)))
     logd = json.loads((work / "log.json").read_text())
     fmt = lambda df: markdown_table(df, index=False)
     section = lambda title, body: [f"## {title}", "", body if body is not None else "Not run yet.", ""]
@@ -333,10 +408,12 @@ def stage_tables(work: Path, a) -> None:
             *section("External site", None if external.empty else paper_table(external)),
             *section("Positive-control scenarios (IDH AUC, out-of-fold)", scen_md and (scen_md + ("" if checks.empty else "\n\n" + fmt(checks.round(4))))),
             *[part for title, name in (("Code stability: same patients re-scanned with the other site's acquisition", "imaging_code_stability.csv"),
+                                       ("What the scenario cohorts carry: IDH AUC of one true perfusion value (phantom ground truth)", "imaging_scenario_ceiling.csv"),
                                        ("Saliency: enhancing-rim ratio, IDH-wildtype / IDH-mutant (multi-habitat tumours)", "imaging_saliency_rim_ratio.csv"),
                                        ("Saliency: peak in the signal habitat, scenario (a)", "imaging_saliency_signal_peak.csv"))
               for part in section(title, fmt(pd.read_csv(RESULTS / name).round(4)) if (RESULTS / name).exists() else None)],
-            *section("Wall time", fmt(pd.DataFrame([{"stage": k, **{c: v.get(c) for c in ("wall_s", "n", "jobs", "finished")}} for k, v in logd.items()])))]
+            *section("Wall time", fmt(pd.DataFrame([{"stage": k, **{c: v.get(c) for c in ("wall_s", "n", "jobs", "peak_rss_mib", "finished")}} for k, v in logd.items()]))),
+            *section("Training cost (one thread per run; `train_s` of every finished run)", None if (costs := run_costs(work)).empty else fmt(costs))]
     atomic_write_text(RESULTS / "imaging.md", "\n".join(text) + "\n")
     print("\n".join(text))
 
@@ -395,10 +472,11 @@ def restore(work: Path) -> None:
 
 
 def log(work: Path, stage: str, record: dict) -> None:
-    "Append a stage's record (wall times, sizes) to WORK/log.json."
+    "Append a stage's record (wall time, sizes; peak resident memory of this process or its largest finished worker) to WORK/log.json."
     path = work / "log.json"
     d = json.loads(path.read_text()) if path.exists() else {}
-    d[stage] = {**record, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024  # KiB -> MiB (Linux)
+    d[stage] = {**record, "peak_rss_mib": round(peak), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_text(path, json.dumps(d, indent=1, default=float))
     print(stage, d[stage])
 
@@ -412,8 +490,9 @@ def main():
     ap.add_argument("--n-internal", type=int, default=1500)
     ap.add_argument("--n-external", type=int, default=500)
     ap.add_argument("--n-scenario", type=int, default=600)
-    ap.add_argument("--cohorts", default="internal,external,perfusion,structure")
+    ap.add_argument("--cohorts", default="internal,external,perfusion,structure", help="cohorts of the graphs and scenarios stages")
     ap.add_argument("--n-stability", type=int, default=100, help="re-scanned patients per direction")
+    ap.add_argument("--n-ceiling", type=int, default=150, help="patients per scenario cohort for the ground-truth ceiling")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3, help="training seeds for IDH (1p/19q, grade and scenarios: 1)")
     ap.add_argument("--epochs", type=int, default=30)
@@ -425,7 +504,7 @@ def main():
     restore(a.work)
     for s in a.stages.split(","):
         try:
-            {"vqvae": stage_vqvae, "graphs": stage_graphs, "stability": stage_stability, "cv": stage_cv, "scenarios": stage_scenarios,
+            {"vqvae": stage_vqvae, "graphs": stage_graphs, "stability": stage_stability, "cv": stage_cv, "scenarios": stage_scenarios, "ceiling": stage_ceiling,
              "saliency": stage_saliency, "tables": stage_tables, "keep": lambda w, a: None}[s](a.work, a)
         finally:
             keep(a.work)  # also when a stage is interrupted: its finished runs are kept
