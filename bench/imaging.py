@@ -20,8 +20,8 @@ from its last epoch), keeping only graphs on disk (patients are simulated in mem
    values in the scenario cohorts, which no measurement can exceed.
 6. `saliency`, `tables`: saliency statistics and the result files under bench/results/ (imaging_*).
 
-The graphs are rebuilt from the cohort seeds (deterministic), but training is hours of CPU: every stage ends by copying
-the small records of its finished work (each training run's predictions, the splits, re-scan agreement, saliency tables,
+The graphs are rebuilt from the cohort seeds (deterministic), but training is hours of CPU: the script ends (also on an error
+or Ctrl-C) by copying the small records of its finished work (each training run's predictions, the splits, re-scan agreement, saliency tables,
 the stage log) into bench/results/imaging_runs/ (gzip, committed), with a fingerprint of the VQ-VAE and the graphs. A new
 machine restores them into WORK, checks the fingerprint once its graphs are rebuilt, and trains only what is missing.
 
@@ -419,13 +419,13 @@ def stage_tables(work: Path, a) -> None:
 
 
 # ---------------------------------------------------------------- records kept across machines
-def fingerprint(work: Path) -> dict:
-    """SHA-256 of what the kept runs depend on: the frozen VQ-VAE's weights, and per cohort its patient table (labels,
-    node and voxel counts; not the timings) and the node features of its first three graphs in every partition."""
+def fingerprint(work: Path, cohorts=tuple(COHORTS)) -> dict:
+    """SHA-256 of what the kept runs depend on: the frozen VQ-VAE's weights, and per cohort (those with graphs) its patient
+    table (labels, node and voxel counts; not the timings) and the node features of its first three graphs in every partition."""
     h = lambda *arrays: hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in arrays)).hexdigest()
     vq = load_vqvae(work / "vqvae.pt")
     out = {"vqvae": h(*[p.detach().numpy() for p in vq.state_dict().values()])}
-    for cohort in COHORTS:
+    for cohort in cohorts:
         table = work / "graphs" / cohort / "patients.csv"
         if not table.exists(): continue
         df = pd.read_csv(table, dtype={"patient_id": str})
@@ -439,7 +439,7 @@ def check_fingerprint(work: Path, cohorts) -> None:
     "Refuse to mix kept training runs with graphs that differ from the ones they were trained on."
     path = KEPT / "fingerprint.json"
     if not path.exists(): return
-    kept, now = json.loads(path.read_text()), fingerprint(work)
+    kept, now = json.loads(path.read_text()), fingerprint(work, cohorts)
     bad = [k for k in ("vqvae", *cohorts) if k in kept and kept[k] != now.get(k)]
     if bad: raise SystemExit(f"{path}: the kept runs were trained on other {', '.join(bad)} than WORK holds now (the code that builds "
                              f"them changed?); move {KEPT} away to train everything again")
@@ -455,7 +455,7 @@ def keep(work: Path) -> None:
             dst.parent.mkdir(parents=True, exist_ok=True); atomic_write_bytes(dst, data); n += 1
     if (work / "vqvae.pt").exists():
         kept = json.loads((KEPT / "fingerprint.json").read_text()) if (KEPT / "fingerprint.json").exists() else {}
-        fp = {**fingerprint(work), **kept}  # a kept entry stays: the kept runs were trained on it (`check_fingerprint` guards)
+        fp = {**fingerprint(work, [c for c in COHORTS if c not in kept]), **kept}  # a kept entry stays: the kept runs were trained on it
         atomic_write_text(KEPT / "fingerprint.json", json.dumps(fp, indent=1) + "\n")
     print(f"kept: {n} new or changed file(s) in {KEPT}")
 
@@ -502,12 +502,12 @@ def main():
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     restore(a.work)
-    for s in a.stages.split(","):
-        try:
+    try:
+        for s in a.stages.split(","):
             {"vqvae": stage_vqvae, "graphs": stage_graphs, "stability": stage_stability, "cv": stage_cv, "scenarios": stage_scenarios, "ceiling": stage_ceiling,
              "saliency": stage_saliency, "tables": stage_tables, "keep": lambda w, a: None}[s](a.work, a)
-        finally:
-            keep(a.work)  # also when a stage is interrupted: its finished runs are kept
+    finally:
+        keep(a.work)  # once, also when a stage fails or is interrupted: its finished runs are kept
 
 
 if __name__ == "__main__":
