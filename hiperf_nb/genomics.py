@@ -9,11 +9,12 @@ from __future__ import annotations
 __all__ = ['NA_VALUES', 'TCGA_CLINICAL_COLUMNS', 'CDR_COLUMNS', 'MUTATION_COLUMNS', 'GLASS_PATIENT_COLUMNS',
            'GLASS_SAMPLE_COLUMNS', 'GLASS_SURGERY_COLUMNS', 'WHO2021_CLASSES', 'UNCLASSIFIABLE', 'PAPER_TABLE1',
            'PAPER_TABLE2', 'NON_SILENT', 'CLINICAL_COLUMNS', 'MissingColumnsError', 'check_columns', 'read_table',
-           'patient_id', 'load_tcga_clinical', 'load_tcga_cdr', 'load_mutations', 'load_expression', 'GlassTables',
-           'load_glass', 'HGNCMapper', 'norm_idh', 'norm_codel', 'norm_flag', 'norm_histology', 'who2021_class',
-           'idh_codel_status', 'norm_grade', 'norm_sex', 'early_label', 'training_cutoff', 'tcga_patient_table',
-           'tcga_recurrence_cohort', 'idh_concordance', 'glass_patient_table', 'glass_recurrence_cohort',
-           'cohort_summary', 'compare_tables', 'mutation_counts', 'expression_table', 'GenomicDataset', 'tcga_dataset']
+           'patient_id', 'primary_samples', 'load_tcga_clinical', 'load_tcga_cdr', 'load_mutations', 'load_expression',
+           'GlassTables', 'load_glass', 'HGNCMapper', 'norm_idh', 'norm_codel', 'norm_flag', 'norm_histology',
+           'who2021_class', 'idh_codel_status', 'norm_grade', 'norm_sex', 'early_label', 'training_cutoff',
+           'tcga_patient_table', 'tcga_recurrence_cohort', 'idh_concordance', 'glass_patient_table',
+           'glass_recurrence_cohort', 'cohort_summary', 'compare_tables', 'mutation_counts', 'expression_table',
+           'GenomicDataset', 'tcga_dataset']
 
 # %% ../nbs/12_genomics.ipynb #87e50876
 import gzip
@@ -98,6 +99,18 @@ def patient_id(barcode: str # a TCGA/GLASS sample or aliquot barcode, e.g. "TCGA
               ) -> str:
     "The patient part of a barcode: its first three dash-separated fields ('TCGA-02-0003')."
     return "-".join(str(barcode).split("-")[:3])
+
+def primary_samples(barcodes: Iterable[str] # TCGA sample barcodes ("TCGA-06-0125-01A") or GLASS sample IDs ("GLSS-19-0266-TP")
+                   ) -> dict:
+    """{patient: barcode} of each patient's primary-tumour sample: TCGA sample type 01 (vial A before B and C), GLASS
+    "TP". Recurrences (TCGA 02, GLASS R1-R4), normals (TCGA 10-19) and others are left out, and so is a patient without
+    a primary sample: a recurrence is a later, treated tumour, not the one whose recurrence LUNAR predicts."""
+    out = {}
+    for b in sorted(map(str, barcodes)):  # sorted: vial 01A before 01B before 01C
+        parts = b.split("-")
+        primary = len(parts) > 3 and (parts[3][:2] == "01" if parts[0] == "TCGA" else parts[3] == "TP")
+        if primary: out.setdefault(patient_id(b), b)
+    return out
 
 def load_tcga_clinical(path: str | Path | None = None # cBioPortal `lgggbm_tcga_pub` clinical table; default: bundled
                       ) -> pd.DataFrame:
@@ -336,7 +349,7 @@ def training_cutoff(*ttr_train # TTR of the training patients of each cohort (e.
 def tcga_patient_table(clinical: pd.DataFrame | None = None, # `load_tcga_clinical()` (default: bundled)
                        cdr: pd.DataFrame | None = None, # `load_tcga_cdr()` (default: bundled)
                        mutation_patients: Iterable[str] | None = None, # patients with mutation calls (default: bundled MC3)
-                       expression_patients: Iterable[str] | None = None, # patients with expression (default: bundled matrix)
+                       expression_patients: Iterable[str] | None = None, # patients with a primary-tumour expression sample (default: bundled matrix)
                        progression: str = "exclude", # "exclude" progression-only patients as the paper, or "include"
                        pfi_fallback: bool = False, # use PFI.time when no paper tier has a value
                        censored_late: bool = False, # label late a patient with no TTR but censored follow-up >= cutoff
@@ -349,7 +362,7 @@ def tcga_patient_table(clinical: pd.DataFrame | None = None, # `load_tcga_clinic
     check_columns(clinical, [c for c in TCGA_CLINICAL_COLUMNS if c != "Patient ID"], "TCGA clinical table")
     check_columns(cdr, [c for c in CDR_COLUMNS if c != "bcr_patient_barcode"], "TCGA-CDR table")
     if mutation_patients is None: mutation_patients = load_mutations()["patient_id"].unique()
-    if expression_patients is None: expression_patients = [patient_id(s) for s in load_expression().columns]
+    if expression_patients is None: expression_patients = primary_samples(load_expression().columns)
     ids = clinical.index.union(cdr.index)
     c, o = clinical.reindex(ids), cdr.reindex(ids)
     t = pd.DataFrame(index=pd.Index(ids, name="patient_id"))
@@ -559,19 +572,20 @@ def mutation_counts(mutations: pd.DataFrame, # `load_mutations()` output
     return out
 
 def expression_table(expression: pd.DataFrame, # genes x samples (`load_expression()`)
-                     patients: Iterable[str] | None = None, # rows of the result; default: every patient with a sample
+                     patients: Iterable[str] | None = None, # rows of the result; default: every patient with a primary sample
                      mapper: HGNCMapper | None = None # map gene ids to approved symbols (unmapped rows dropped)
                     ) -> pd.DataFrame:
-    "Patients x genes expression table (samples of one patient and rows of one symbol averaged)."
-    e = expression
+    "Patients x genes expression of each patient's primary-tumour sample (`primary_samples`; rows of one symbol averaged)."
+    primary = primary_samples(expression.columns)
+    e = expression[list(primary.values())].set_axis(list(primary), axis=1)
     if mapper is not None:
         sym = mapper.map(e.index)["symbol"].to_numpy()
         e = e.loc[pd.notna(sym)].groupby(sym[pd.notna(sym)]).mean()
-    t = e.T.groupby([patient_id(s) for s in e.columns]).mean()
+    t = e.T
     if patients is not None:
         patients = list(patients)
         missing = [p for p in patients if p not in t.index]
-        if missing: raise InputError(f"expression table: no sample for patient(s) {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
+        if missing: raise InputError(f"expression table: no primary-tumour sample for patient(s) {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
         t = t.loc[patients]
     t.index.name, t.columns.name = "patient_id", None
     return t
@@ -623,7 +637,7 @@ def tcga_dataset(split: str = "lunar", # "lunar": published patients and splits;
     mapper = mapper or HGNCMapper(root / "hgnc" / "hgnc_all.tsv.gz")
     muts, expr = load_mutations(tg / "mc3_mutations.tsv.gz"), load_expression(tg / "expression_pcna131_fpkm.tsv.gz")
     tables = dict(clinical=load_tcga_clinical(tg / "clinical_lgggbm_tcga_pub.tsv"), cdr=load_tcga_cdr(tg / "tcga_cdr_lgg_gbm.tsv"),
-                  mutation_patients=muts["patient_id"].unique(), expression_patients=[patient_id(s) for s in expr.columns])
+                  mutation_patients=muts["patient_id"].unique(), expression_patients=primary_samples(expr.columns))
     if split == "lunar":
         sp_file = root / "lunar_reference" / "tcga_splits.json"
         if not sp_file.exists(): raise MissingFileError(f"{sp_file}: published LUNAR splits not found")

@@ -82,7 +82,7 @@ def fit_baseline(name: str, # one of `BASELINES`
 def tcga_cv_dataset(lunar: GenomicDataset | None = None, # `tcga_dataset("lunar", data_dir=data_dir)` if already loaded
                     data_dir: str | Path | None = None # data folder (see `tcga_dataset`); None: bundled
                    ) -> GenomicDataset:
-    "The published LUNAR patients plus every other patient eligible under `tcga_dataset('all')` (203 patients)."
+    "The published LUNAR patients plus every other patient eligible under `tcga_dataset('all')` (201 with the bundled data)."
     lun, alld = lunar or tcga_dataset("lunar", data_dir=data_dir), tcga_dataset("all", data_dir=data_dir)
     extra = alld.cohort.index.difference(lun.cohort.index)
     cat = lambda a, b: pd.concat([a, b.loc[extra]])
@@ -401,8 +401,10 @@ def _cv_files(res: dict, opts: BenchmarkOptions) -> tuple[dict, pd.DataFrame]:
     cvt = cv_table(res["cv"])
     if cvt.empty: return {}, cvt
     n_pat = int(res["cv"].groupby("model").size().iloc[0])
+    one = res["cv"][(res["cv"].model == res["cv"].model.iloc[0]) & (res["cv"].repeat == 0)]
+    n_patients = int(one[["tp", "fp", "tn", "fn"]].to_numpy().sum())  # every patient is tested once per repeat
     md = (f"**Repeated stratified {opts.cv_folds}-fold cross-validation**, {opts.cv_repeats} repeats "
-          f"({n_pat} folds per model) on the 203-patient TCGA cohort; preprocessing refit in every fold; 15 % of each "
+          f"({n_pat} folds per model) on the {n_patients}-patient TCGA cohort; preprocessing refit in every fold; 15 % of each "
           f"training fold is the validation set (early stopping, threshold). One LUNAR seed per fold.\n\n"
           + markdown_table(cvt) + "\n")
     return {"lunar_cv.csv": cvt.to_csv(), "lunar_cv_folds.csv": res["cv"].to_csv(index=False), "lunar_cv.md": md}, cvt
