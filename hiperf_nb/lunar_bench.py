@@ -400,11 +400,11 @@ def _cv_files(res: dict, opts: BenchmarkOptions) -> tuple[dict, pd.DataFrame]:
     "Repeated cross-validation: summary (CSV, Markdown) and every fold (CSV); no files when CV was skipped."
     cvt = cv_table(res["cv"])
     if cvt.empty: return {}, cvt
-    n_pat = int(res["cv"].groupby("model").size().iloc[0])
+    n_folds = int(res["cv"].groupby("model").size().iloc[0])
     one = res["cv"][(res["cv"].model == res["cv"].model.iloc[0]) & (res["cv"].repeat == 0)]
     n_patients = int(one[["tp", "fp", "tn", "fn"]].to_numpy().sum())  # every patient is tested once per repeat
     md = (f"**Repeated stratified {opts.cv_folds}-fold cross-validation**, {opts.cv_repeats} repeats "
-          f"({n_pat} folds per model) on the {n_patients}-patient TCGA cohort; preprocessing refit in every fold; 15 % of each "
+          f"({n_folds} folds per model) on the {n_patients}-patient TCGA cohort; preprocessing refit in every fold; 15 % of each "
           f"training fold is the validation set (early stopping, threshold). One LUNAR seed per fold.\n\n"
           + markdown_table(cvt) + "\n")
     return {"lunar_cv.csv": cvt.to_csv(), "lunar_cv_folds.csv": res["cv"].to_csv(index=False), "lunar_cv.md": md}, cvt
