@@ -232,8 +232,9 @@ def stage_cv(work: Path, a) -> None:
     seeds = {m: (0,) if m in ONE_SEED else tuple(range(a.seeds)) for m in models}
     run_benchmark(graph_dirs(work, "internal"), work / "cv" / "idh", ("idh",), models, external_dir=graph_dirs(work, "external"),
                   n_folds=a.folds, seeds=seeds, config=train_config(a), seed=0)
-    if not a.models or a.other_tasks:
-        run_benchmark(graph_dirs(work, "internal"), work / "cv" / "codel_grade", ("codel", "grade"), [m for m in models if m in TABLE1_MODELS],
+    other = tuple(a.other_tasks.split(",")) if a.other_tasks else () if a.models else ("codel", "grade")
+    if other:
+        run_benchmark(graph_dirs(work, "internal"), work / "cv" / "codel_grade", other, [m for m in models if m in TABLE1_MODELS],
                       splits=pd.read_csv(work / "cv" / "idh" / "splits.csv", dtype={"patient_id": str}),
                       seeds=(0,), config=train_config(a), seed=0)
     log(work, "cv" + (f"_{a.models}" if a.models else ""), {"wall_s": time.perf_counter() - t0})
@@ -498,7 +499,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--models", default=None, help="comma-separated subset (to share the models between processes)")
-    ap.add_argument("--other-tasks", action="store_true", help="with --models: also 1p/19q and grade")
+    ap.add_argument("--other-tasks", nargs="?", const="codel,grade", default=None,
+                    help="with --models: also 1p/19q and grade (or one of them: `--other-tasks codel`, to share them between processes)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     restore(a.work)

@@ -2,7 +2,8 @@
 
 1. Runs `hiperf_nb.lunar_bench.run_lunar` (the function behind `hiperf lunar`): every LUNAR variant and baseline
    on the published 133/29/29 split (with bootstrap CIs, next to the published numbers), repeated stratified
-   5-fold cross-validation on the 203-patient cohort, and the held-out-site (GLASS stand-in) CORAL experiment.
+   5-fold cross-validation on the 201-patient cohort (with fold-paired comparisons against clinical-only
+   logistic regression and the calibration of the out-of-fold probabilities), and the held-out-site (GLASS stand-in) CORAL experiment.
    Tables and figures go to bench/results/lunar_*.{csv,md,png} (and bench/results/lunar_metrics.json).
 2. Measures, on the published split's preprocessed features, the CPU training time per model (one seed,
    the benchmark's hyperparameters), the inference throughput (patients per second, batch = all 191
@@ -32,7 +33,7 @@ from hiperf_nb.genomics import tcga_dataset
 from threadpoolctl import threadpool_limits
 from hiperf_nb.lunar_train import LunarConfig, predict_proba, train_lunar
 from hiperf_nb.lunar_bench import (BASELINES, LUNAR_MODELS, BenchmarkOptions, baseline_model, baseline_scores,
-                                   fit_baseline, preprocess, run_lunar)
+                                   fit_baseline, model_config, preprocess, run_lunar)
 from hiperf_nb.metrics import markdown_table
 
 from _report import write_section
@@ -64,10 +65,10 @@ def cost_table(n_repeat=3):
     o = BenchmarkOptions()
     cfg = LunarConfig(max_epochs=o.max_epochs, patience=o.patience)
     rows = {}
-    for name, (variant, att) in LUNAR_MODELS.items():
+    for name in LUNAR_MODELS:
         tracemalloc.start()
         with PeakRSS() as mem:
-            r = train_lunar(data["train"], data["val"], cfg.replace(variant=variant, attention=att), show_progress=False)
+            r = train_lunar(data["train"], data["val"], model_config(name, cfg), show_progress=False)
         _, peak = tracemalloc.get_traced_memory(); tracemalloc.stop()
         torch.set_num_threads(1)
         predict_proba(r.model, allp)  # warm-up
@@ -117,7 +118,7 @@ def main():
                   f"({o['n_seeds']} LUNAR seed(s), CV {o['cv_folds']}-fold x {o['cv_repeats']} repeats, {o['n_boot']} bootstrap "
                   f"resamples; 2 shared CPU cores, load average 4-7 from other jobs during the run). Tables and figures: "
                   f"`bench/results/lunar_*`; discussed in `nbs/14_lunar.ipynb` and `nbs/17_explain.ipynb`.", ""]
-        for name in ("lunar_test.md", "lunar_cv.md", "lunar_sites.md"):
+        for name in ("lunar_test.md", "lunar_cv.md", "lunar_cv_comparisons.md", "lunar_sites.md"):
             p = RESULTS / name
             if p.exists(): lines += [p.read_text().strip(), ""]
     cost = cost_table()

@@ -8,7 +8,7 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['PUBLISHED_SHAP_MEDIANS', 'ShapResult', 'expected_gradients', 'shap_values', 'modality_importance',
            'published_shap_importance', 'published_attention_medians', 'attention_summary', 'plot_shap_summary',
-           'plot_modality_attention', 'plot_roc_pr', 'published_curves']
+           'plot_modality_attention', 'plot_roc_pr', 'published_curves', 'plot_reliability']
 
 # %% ../nbs/17_explain.ipynb #aefc9fee
 import json
@@ -26,6 +26,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 # %% ../nbs/17_explain.ipynb #9bec136c
 from .core import InputError, ShapeMismatchError, cpu_threads, eval_mode
+from .metrics import calibration, reliability_curve
 from .lunar import MODALITIES, LunarBase, reference_path
 from .lunar_train import ModalityTensors
 
@@ -232,3 +233,22 @@ def published_curves(names: Sequence[str] = ("LUNAR",), # published model names
     "Published ROC/PR curve points of LUNAR models (`lunar_results_dict.json`)."
     d = json.loads(reference_path("lunar_results_dict.json", folder=folder).read_text())[dataset]
     return {n: {k: d[n][k] for k in ("fpr", "tpr", "prc_rec", "prc_prec")} for n in names if n in d}
+
+def plot_reliability(predictions: dict, # model name -> (y, p): labels and predicted probabilities of the same patients
+                     n_bins: int = 10, # equal-count bins per model
+                     title: str = "" # suptitle
+                    ) -> plt.Figure:
+    "Reliability diagram (observed vs predicted, Wilson 95 % intervals) and the histogram of predictions, one colour per model."
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(6.5, 8), height_ratios=(3, 1), sharex=True)
+    for k, (name, (y, p)) in enumerate(predictions.items()):
+        rc, c = reliability_curve(y, p, n_bins), calibration(y, p)
+        a1.errorbar(rc["predicted"], rc["observed"], yerr=[rc["observed"] - rc["lo"], rc["hi"] - rc["observed"]], marker="o", ms=4,
+                    capsize=2, lw=1.2, color=f"C{k % 10}", label=f"{name} (slope {c['slope']:.2f}, intercept {c['intercept']:+.2f}, Brier {c['brier']:.3f})")
+        a2.hist(np.asarray(p, float), bins=20, range=(0, 1), histtype="step", color=f"C{k % 10}")
+    a1.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+    a1.set(ylabel="observed early-recurrence rate", xlim=(0, 1), ylim=(0, 1), title="Reliability")
+    a2.set(xlabel="predicted probability", ylabel="patients")
+    a1.legend(fontsize=7, loc="upper left")
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig

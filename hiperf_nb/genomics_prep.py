@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['GLIOMA_GENES', 'RareFeatureFilter', 'VarianceFilter', 'LogTransform', 'ComBat', 'correlated_pairs', 'prune_pairs',
-           'CorrelationPruner', 'StabilitySelector', 'ClinicalEncoder', 'expression_pipeline', 'mutation_pipeline',
-           'GenomicPreprocessor', 'fitted_state', 'same_state']
+__all__ = ['LITERATURE_GENES', 'RareFeatureFilter', 'VarianceFilter', 'LogTransform', 'ComBat', 'literature_genes',
+           'correlated_pairs', 'prune_pairs', 'CorrelationPruner', 'StabilitySelector', 'ClinicalEncoder',
+           'expression_pipeline', 'mutation_pipeline', 'GenomicPreprocessor', 'fitted_state', 'same_state']
 
 # %% ../nbs/13_genomics_prep.ipynb #518ac51c
 import warnings
+from pathlib import Path
 from typing import Iterable
 from fastcore.basics import patch
 
@@ -25,7 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 # %% ../nbs/13_genomics_prep.ipynb #242e9965
-from .core import InputError, DataFormatError, HiperfWarning, progress
+from .core import InputError, DataFormatError, MissingFileError, HiperfWarning, progress, data_path
 from .genomics import CLINICAL_COLUMNS, MissingColumnsError
 
 # %% ../nbs/13_genomics_prep.ipynb #a7517040
@@ -205,10 +206,16 @@ def get_feature_names_out(self: ComBat, input_features=None):
     return np.asarray(self.feature_names_in_, dtype=object)
 
 # %% ../nbs/13_genomics_prep.ipynb #77683f4a
-GLIOMA_GENES = ("IDH1", "IDH2", "ATRX", "TP53", "EGFR", "PTEN", "CDKN2A", "CDKN2B", "TERT", "PDGFRA", "NF1", "PIK3CA",
-                "PIK3R1", "CIC", "FUBP1", "NOTCH1", "MGMT", "BRAF", "H3-3A", "H3C2", "MDM2", "MDM4", "CDK4", "CDK6", "MET",
-                "MYCN", "MYC", "RB1", "SETD2", "TCF12", "ARID1A", "PTPN11", "LZTR1", "SPTA1", "QKI", "BCOR", "FGFR1",
-                "FGFR3", "TACC3", "NRAS", "KRAS", "STAG2", "DAXX", "SMARCA4", "CREBBP", "SOX2", "OLIG2", "GFAP", "MKI67", "VEGFA")
+def literature_genes(path: str | Path | None = None # one symbol per line, `#` comments; None: LUNAR's released list (bundled)
+                    ) -> tuple[str, ...]:
+    "The literature gene symbols that correlation pruning keeps first, in file order."
+    p = data_path("lunar_reference", "literature_genes.txt") if path is None else Path(path)
+    if not p.exists(): raise MissingFileError(f"{p}: literature gene list not found")
+    genes = tuple(s for s in (l.split("#")[0].strip() for l in p.read_text().splitlines()) if s)
+    if not genes: raise DataFormatError(f"{p}: no gene symbols (expected one symbol per line)")
+    return genes
+
+LITERATURE_GENES = literature_genes()  # LUNAR's 66 released symbols
 
 def correlated_pairs(X: np.ndarray, # samples x features (float)
                      threshold: float = 0.9, # report pairs with |r| >= threshold
@@ -268,7 +275,7 @@ class CorrelationPruner(_FrameTransformer):
     "Remove one feature of every highly correlated pair (paper: |r| >= 0.90), literature genes kept first."
     def __init__(self,
                  threshold: float = 0.9, # correlation at or above which a pair is redundant
-                 priority: Iterable[str] = GLIOMA_GENES, # literature-derived genes kept over others
+                 priority: Iterable[str] = LITERATURE_GENES, # literature-derived genes kept over others
                  absolute: bool = True, # prune strong negative correlations too
                  block: int = 1024 # columns per strip of the blockwise correlation
                 ):
@@ -373,7 +380,7 @@ class ClinicalEncoder(TransformerMixin, BaseEstimator):
 
 # %% ../nbs/13_genomics_prep.ipynb #9588676c
 def expression_pipeline(batches, # patient -> tissue source site (ComBat batch)
-                        priority: Iterable[str] = GLIOMA_GENES, # literature genes for correlation pruning
+                        priority: Iterable[str] = LITERATURE_GENES, # literature genes for correlation pruning
                         log_base: float | None = 2, # log2(x + 1) as the paper's expression (None: skip the log)
                         mean_only: bool = True, # mean-only ComBat (paper) or location/scale
                         corr_threshold: float = 0.9, # correlation pruning threshold
@@ -391,7 +398,7 @@ def expression_pipeline(batches, # patient -> tissue source site (ComBat batch)
     return Pipeline(steps)
 
 def mutation_pipeline(batches, # patient -> tissue source site (ComBat batch)
-                      priority: Iterable[str] = GLIOMA_GENES, # literature genes for correlation pruning
+                      priority: Iterable[str] = LITERATURE_GENES, # literature genes for correlation pruning
                       min_frac: float = 0.02, # rare-mutation filter: non-zero in >= this fraction of training rows
                       mean_only: bool = True, # mean-only ComBat (paper) or location/scale
                       corr_threshold: float = 0.9 # correlation pruning threshold
@@ -407,7 +414,7 @@ class GenomicPreprocessor(BaseEstimator):
     "Fit clinical, mutation and expression pipelines on training rows; transform dicts of modality tables."
     def __init__(self,
                  batches, # patient -> tissue source site
-                 priority: Iterable[str] = GLIOMA_GENES, # literature genes
+                 priority: Iterable[str] = LITERATURE_GENES, # literature genes
                  n_bootstraps: int = 100, # stability-selection bootstraps
                  mean_only: bool = True, # mean-only ComBat
                  seed: int = 0 # stability-selection seed

@@ -8,12 +8,14 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['VARIANTS', 'ATTENTIONS', 'MODALITIES', 'PAPER_WEIGHTS', 'PAPER_DIMS', 'GeneSelector', 'ModalityEncoder',
            'OutputClassifier', 'PaperSelfAttention', 'PaperCrossAttention', 'LearnedQueryAttentionPooling',
-           'ModalityFusion', 'FeatureTokenizer', 'TokenSelfAttention', 'TokenCrossAttention', 'LunarBase', 'PaperLUNAR',
-           'LUNAR', 'make_lunar', 'token_dependence', 'reference_path', 'paper_feature_names', 'load_paper_lunar',
-           'random_paper_inputs', 'coral_loss']
+           'ModalityFusion', 'chromosome_arm', 'chromosome_arm_groups', 'FeatureTokenizer', 'TokenSelfAttention',
+           'TokenCrossAttention', 'LunarBase', 'PaperLUNAR', 'LUNAR', 'make_lunar', 'token_dependence',
+           'reference_path', 'paper_feature_names', 'load_paper_lunar', 'random_paper_inputs', 'coral_loss']
 
 # %% ../nbs/14_lunar.ipynb #735efc5b
 import math
+import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 # %% ../nbs/14_lunar.ipynb #21700e0a
 from .core import (DataFormatError, InputError, MissingFileError, ShapeMismatchError, data_path, eval_mode,
                             load_checkpoint)
+from .genomics import read_table
 
 # %% ../nbs/14_lunar.ipynb #6f99311c
 class GeneSelector(nn.Module):
@@ -191,30 +194,61 @@ class ModalityFusion(nn.Module):
         return z, w.squeeze(2).mean(1)
 
 # %% ../nbs/14_lunar.ipynb #3653242e
+@lru_cache(maxsize=4)
+def _hgnc_locations(path: str) -> dict:
+    t = read_table(path, ("Approved_symbol", "Chromosome"))
+    return dict(zip(t["Approved_symbol"], t["Chromosome"].astype(str)))
+
+def chromosome_arm(location: str # HGNC cytogenetic location, e.g. "17p13.1", "Xq28", "1p36.33-p36.32"
+                  ) -> str | None:
+    "The chromosome arm of a cytogenetic location ('17p'), or None when it names no arm (e.g. 'mitochondria')."
+    m = re.match(r"^(\d{1,2}|X|Y)(p|q|cen)", str(location).strip())
+    return None if m is None else m.group(1) + ("q" if m.group(2) == "cen" else m.group(2))
+
+def chromosome_arm_groups(features: Sequence[str], # gene symbols (approved HGNC) of one modality, in column order
+                          max_tokens: int = 32, # at most this many groups
+                          hgnc: str | Path | None = None # HGNC table with Approved_symbol and Chromosome; None: bundled
+                         ) -> list[int]:
+    "Token index per feature: one token per feature if they fit, else genes grouped by chromosome arm (by chromosome if arms do not fit)."
+    if len(features) <= max_tokens: return list(range(len(features)))
+    loc = _hgnc_locations(str(hgnc or data_path("hgnc", "hgnc_all.tsv.gz")))
+    arms = [chromosome_arm(loc.get(f, "")) or "unplaced" for f in features]
+    keys = arms if len(set(arms)) <= max_tokens else [a if a == "unplaced" else re.sub(r"[pq]$", "", a) for a in arms]
+    if len(set(keys)) > max_tokens: raise InputError(f"{len(set(keys))} chromosomes do not fit in max_tokens={max_tokens} tokens")
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}  # token order: first appearance
+    return [ids[k] for k in keys]
+
 class FeatureTokenizer(nn.Module):
-    "Per-feature (or per-gene-group) linear tokens; (B, C) -> (B, G, D) with G = ceil(C / ceil(C / max_tokens))."
+    "Per-feature or per-gene-group linear tokens: (B, C) -> (B, G, D), token g = sum of its features' x_i W_i + b_g."
     def __init__(self, in_channels: int, # features C
                  channels: int = 64, # token width D
-                 max_tokens: int = 32 # at most this many tokens; larger modalities are grouped contiguously
+                 max_tokens: int = 32, # without `groups`: at most this many tokens, contiguous groups of features
+                 groups: Sequence[int] | None = None # token index (0..G-1) of every feature, e.g. `chromosome_arm_groups`
                 ):
         super().__init__()
         if in_channels < 1: raise InputError(f"FeatureTokenizer needs at least one feature, got {in_channels}")
-        self.in_channels, self.channels = in_channels, channels
-        self.group = math.ceil(in_channels / max_tokens)
-        self.n_tokens = math.ceil(in_channels / self.group)
-        self.weight = nn.Parameter(torch.empty(self.n_tokens, self.group, channels))
+        if groups is None:
+            size = math.ceil(in_channels / max_tokens)
+            groups = [i // size for i in range(in_channels)]
+        g = torch.as_tensor(list(groups), dtype=torch.long)
+        if g.shape != (in_channels,): raise ShapeMismatchError(f"FeatureTokenizer: {len(g)} group indices for {in_channels} features")
+        if g.min() < 0 or (torch.bincount(g) == 0).any(): raise InputError("FeatureTokenizer: group indices must cover 0..G-1 with no gaps")
+        self.in_channels, self.channels, self.n_tokens = in_channels, channels, int(g.max()) + 1
+        self.register_buffer("groups", g)
+        self.weight = nn.Parameter(torch.empty(in_channels, channels))
         self.bias = nn.Parameter(torch.empty(self.n_tokens, channels))
         self.reset_parameters()
 
     def reset_parameters(self):
-        "Uniform(-1/sqrt(g), 1/sqrt(g)) weights like `nn.Linear` with g inputs; N(0, 1) identity biases."
-        bound = 1 / math.sqrt(self.group)
-        nn.init.uniform_(self.weight, -bound, bound); nn.init.normal_(self.bias)
+        "Uniform(-1/sqrt(g), 1/sqrt(g)) weights like `nn.Linear` with the g inputs of each token; N(0, 1) identity biases."
+        bound = torch.bincount(self.groups).float().rsqrt()[self.groups].unsqueeze(1)
+        with torch.no_grad(): self.weight.copy_((torch.rand_like(self.weight) * 2 - 1) * bound)
+        nn.init.normal_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.n_tokens * self.group - x.shape[1]
-        if pad: x = F.pad(x, (0, pad))
-        return torch.einsum("bgk,gkd->bgd", x.view(x.shape[0], self.n_tokens, self.group), self.weight) + self.bias
+        per_feature = x.unsqueeze(-1) * self.weight  # (B, C, D)
+        out = per_feature.new_zeros(x.shape[0], self.n_tokens, self.channels).index_add_(1, self.groups, per_feature)
+        return out + self.bias
 
 class TokenSelfAttention(nn.Module):
     "Self-attention block over a token sequence with residual + LayerNorm; (B, L, D) -> (B, L, D), weights (B, L, L)."
@@ -380,12 +414,15 @@ class LUNAR(LunarBase):
 
     def _build_attention(self,
                          dropout: float, # attention dropout
-                         max_tokens: int = 32 # at most this many feature tokens per modality (`LUNAR(..., max_tokens=...)`)
+                         max_tokens: int = 32, # at most this many feature tokens per modality (`LUNAR(..., max_tokens=...)`)
+                         token_groups: dict | None = None # modality -> token index per feature (`chromosome_arm_groups`); None: contiguous
                         ):
         "Feature tokenizers, token self-attention per modality and token cross-attention per pair."
-        self.max_tokens = max_tokens
+        self.max_tokens, groups = max_tokens, token_groups or {}
+        self.token_groups = {m: [int(i) for i in groups[m]] for m in MODALITIES if groups.get(m) is not None}
         if self.attention != "none":
-            self.tok_c, self.tok_e, self.tok_m = [FeatureTokenizer(n, self.channels, max_tokens) for n in self.dims.values()]
+            self.tok_c, self.tok_e, self.tok_m = [FeatureTokenizer(n, self.channels, max_tokens, groups.get(m))
+                                                  for m, n in self.dims.items()]
         if self.use_self: self.self_c, self.self_e, self.self_m = [TokenSelfAttention(self.channels, self.heads, dropout) for _ in range(3)]
         if self.use_cross: self.cross_ce, self.cross_cm, self.cross_em = [TokenCrossAttention(self.channels, self.heads, dropout) for _ in range(3)]
 
@@ -409,7 +446,7 @@ def make_lunar(n_clinical: int, # clinical features
                n_mutation: int, # mutation features
                variant: str = "default", # "default": `LUNAR` (token attention); "paper": `PaperLUNAR` (published)
                attention: str = "both", # "both", "self", "cross" or "none"
-               **kwargs # channels, heads, dropout (and max_tokens for "default")
+               **kwargs # channels, heads, dropout (and max_tokens, token_groups for "default")
               ) -> LunarBase:
     "The LUNAR architecture named by `variant`, freshly initialised."
     if variant not in VARIANTS: raise InputError(f"LUNAR variant must be one of {VARIANTS}, got {variant!r}")

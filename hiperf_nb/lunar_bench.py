@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['BASELINES', 'LUNAR_MODELS', 'MODELS', 'PUBLISHED_NAMES', 'TABLE_METRICS', 'PUBLISHED_COUNTERPART', 'baseline_model',
-           'baseline_scores', 'fit_baseline', 'tcga_cv_dataset', 'preprocess', 'ModelRun', 'run_models',
-           'evaluate_runs', 'published_results', 'BenchmarkOptions', 'gbm_site_split', 'cross_fit_coral',
-           'lunar_benchmark', 'split_table', 'cv_table', 'run_lunar']
+__all__ = ['BASELINES', 'LUNAR_MODELS', 'DEFAULT_MODEL', 'MODELS', 'PUBLISHED_NAMES', 'TABLE_METRICS', 'REFERENCE_MODEL',
+           'baseline_model', 'baseline_scores', 'fit_baseline', 'tcga_cv_dataset', 'preprocess', 'ModelRun',
+           'model_config', 'run_models', 'evaluate_runs', 'published_results', 'BenchmarkOptions', 'gbm_site_split',
+           'cross_fit_coral', 'lunar_benchmark', 'split_table', 'cv_table', 'cv_comparisons', 'cv_calibration',
+           'run_lunar']
 
 # %% ../nbs/18_lunar_bench.ipynb #ad223691
 import json
@@ -37,10 +38,11 @@ from .core import (Config, DataFormatError, HiperfWarning, InputError, MissingFi
 from .core import data_dir as bundled_data_dir
 from .genomics import GenomicDataset, tcga_dataset
 from .genomics_prep import GenomicPreprocessor
-from .metrics import binary_metrics, markdown_table, stratified_bootstrap, youden_threshold
+from .metrics import (binary_metrics, calibration, corrected_resampled_ttest, markdown_table, stratified_bootstrap,
+                               youden_threshold)
 from .lunar import MODALITIES, load_paper_lunar, random_paper_inputs
 from .lunar_train import LunarConfig, ModalityTensors, modality_attention, predict_proba, train_lunar
-from .explain import (attention_summary, modality_importance, plot_modality_attention, plot_roc_pr,
+from .explain import (attention_summary, modality_importance, plot_modality_attention, plot_reliability, plot_roc_pr,
                                plot_shap_summary, published_curves, published_shap_importance, shap_values)
 
 # %% ../nbs/18_lunar_bench.ipynb #8ffb24f1
@@ -111,8 +113,10 @@ def preprocess(ds: GenomicDataset, # cohort and raw modality tables
     return out
 
 # %% ../nbs/18_lunar_bench.ipynb #40c7e7da
-LUNAR_MODELS = {"LUNAR": ("default", "both"), "LUNAR-SAtt": ("default", "self"), "LUNAR-CAtt": ("default", "cross"),
-                "LUNAR-NAtt": ("default", "none"), "LUNAR-paper": ("paper", "both")}
+LUNAR_MODELS = {"LUNAR": ("paper", "both"), "LUNAR-SAtt": ("paper", "self"), "LUNAR-CAtt": ("paper", "cross"),
+                "LUNAR-NAtt": ("paper", "none"), "LUNAR-TA": ("default", "both"), "LUNAR-TA-SAtt": ("default", "self"),
+                "LUNAR-TA-CAtt": ("default", "cross")}  # name -> (variant, attention); "paper" rows train with the released schedule
+DEFAULT_MODEL = "LUNAR-TA"  # the winner of LUNAR vs LUNAR-TA in repeated CV (bench/results/lunar_cv.csv)
 MODELS = tuple(LUNAR_MODELS) + BASELINES
 
 @dataclass
@@ -124,10 +128,21 @@ class ModelRun:
     seconds: float = 0.0 # total training time
     models: list = field(default_factory=list) # LUNAR: trained models (one per seed)
 
+def model_config(name: str, # a name of `LUNAR_MODELS`
+                 config: LunarConfig, # the LUNAR-TA hyperparameters of the run
+                 seed: int = 0 # training seed
+                ) -> LunarConfig:
+    "The training configuration of one LUNAR row: the published rows keep the released schedule (capped by `config.max_epochs`)."
+    variant, att = LUNAR_MODELS[name]
+    cfg = config.replace(variant=variant, attention=att, seed=seed)
+    if variant != "paper": return cfg
+    paper = LunarConfig.paper()
+    return cfg.replace(max_epochs=min(paper.max_epochs, config.max_epochs), patience=min(paper.patience, config.patience), max_lr=paper.max_lr)
+
 def run_models(data: dict, # {'train', 'val', ...} ModalityTensors from `preprocess`
                models: Sequence[str] = MODELS, # names from `MODELS`
                seeds: Sequence[int] = (0,), # LUNAR seeds (baselines use the first)
-               config: LunarConfig | None = None, # LUNAR hyperparameters (variant/attention set per model)
+               config: LunarConfig | None = None, # LUNAR-TA hyperparameters (variant/attention set per model; published rows: `model_config`)
                target: str | None = None, # name of an unlabelled target split in `data` for CORAL (None: no CORAL)
                target_val: str | None = None, # name of the unlabelled target validation split
                keep_models: bool = False, # keep the trained LUNAR models in the result
@@ -145,7 +160,7 @@ def run_models(data: dict, # {'train', 'val', ...} ModalityTensors from `preproc
             variant, att = LUNAR_MODELS[name]
             run = ModelRun(name, {})
             for s in seeds:
-                r = train_lunar(data["train"], data["val"], cfg.replace(variant=variant, attention=att, seed=int(s)),
+                r = train_lunar(data["train"], data["val"], model_config(name, cfg, int(s)),
                                 target=data.get(target) if target else None, target_val=data.get(target_val) if target_val else None,
                                 show_progress=False)
                 run.seed_scores.append({k: predict_proba(r.model, v) for k, v in evals.items()})
@@ -214,9 +229,9 @@ class BenchmarkOptions(Config):
     max_epochs: int = 60 # LUNAR epoch cap
     patience: int = 8 # LUNAR early-stopping patience
     sites: bool = True # run the held-out-site (GLASS stand-in) experiment
-    site_models: tuple = ("LUNAR", "LUNAR-paper") # LUNAR models run with and without CORAL on the held-out sites
+    site_models: tuple = ("LUNAR", "LUNAR-TA") # LUNAR models run with and without CORAL on the held-out sites
     shap_background: int = 64 # SHAP background rows (a seeded subset of the training rows)
-    shap_steps: int = 12 # SHAP expected-gradients quadrature points
+    shap_steps: int = 48 # SHAP expected-gradients quadrature points (the additivity gap shrinks as 1/steps: 12 -> 0.13 logits)
     seed: int = 0 # base seed
 
     @classmethod
@@ -277,7 +292,7 @@ def lunar_benchmark(opts: BenchmarkOptions | None = None, # sizes (default: full
     ev = evaluate_runs(runs, data, n_boot=o.n_boot, seed=o.seed)
     res.update(split_data=data, split_runs=runs, split_metrics=ev)
     # 2. repeated CV
-    cv_rows = []
+    cv_rows, cv_pred = [], []
     if o.cv_repeats > 0:
         cds = tcga_cv_dataset(ds, data_dir)
         folds = cds.cv_folds(o.cv_folds, o.cv_repeats, o.seed)
@@ -288,8 +303,12 @@ def lunar_benchmark(opts: BenchmarkOptions | None = None, # sizes (default: full
             yv, yt = d["val"].y.numpy().astype(int), d["test"].y.numpy().astype(int)
             for name, r in fr.items():
                 m = binary_metrics(yt, r.scores["test"], youden_threshold(yv, r.scores["val"]))
-                cv_rows.append({"fold": f, "repeat": f // o.cv_folds, "model": name, **m, "seconds": r.seconds})
+                cv_rows.append({"fold": f, "repeat": f // o.cv_folds, "model": name, **m, "seconds": r.seconds,
+                                "n_train": len(tr), "n_test": len(te)})
+                cv_pred.append(pd.DataFrame({"repeat": f // o.cv_folds, "fold": f, "model": name, "patient": d["test"].ids,
+                                             "y": yt, "score": r.scores["test"]}))
     res["cv"] = pd.DataFrame(cv_rows)
+    res["cv_predictions"] = pd.concat(cv_pred, ignore_index=True) if cv_pred else pd.DataFrame()
     # 3. held-out sites as the target domain
     if o.sites:
         cds = cds if o.cv_repeats > 0 else tcga_cv_dataset(ds, data_dir)
@@ -314,17 +333,14 @@ TABLE_METRICS = ("auroc", "auprc", "accuracy", "balanced_accuracy", "precision",
 def _fmt(v, lo, hi, digits=3):
     return "n/a" if pd.isna(v) else f"{v:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
-PUBLISHED_COUNTERPART = {"LUNAR-paper": "LUNAR"}
-
 def split_table(metrics: dict, # name -> bootstrap DataFrame (`evaluate_runs`)
                 published: pd.DataFrame | None = None, # `published_results()`; None: no published columns
-                metrics_shown: Sequence[str] = TABLE_METRICS, # metric rows
-                counterpart: dict = PUBLISHED_COUNTERPART # our name -> published name where they differ
+                metrics_shown: Sequence[str] = TABLE_METRICS # metric rows
                ) -> pd.DataFrame:
     "Models x metrics table: 'value (lo-hi)' and, for each metric, the published value (`pub ...`) where one exists."
     rows = {}
     for name, df in metrics.items():
-        row, pname = {}, counterpart.get(name, name)
+        row, pname = {}, name
         for m in metrics_shown:
             r = df.loc[m]
             row[m] = _fmt(r["value"], r["lo"], r["hi"]) if m not in ("tp", "fp", "tn", "fn") else f"{int(r['value'])}"
@@ -409,6 +425,62 @@ def _cv_files(res: dict, opts: BenchmarkOptions) -> tuple[dict, pd.DataFrame]:
           + markdown_table(cvt) + "\n")
     return {"lunar_cv.csv": cvt.to_csv(), "lunar_cv_folds.csv": res["cv"].to_csv(index=False), "lunar_cv.md": md}, cvt
 
+REFERENCE_MODEL = "Clinical-LogReg"  # every model is compared with clinical-only logistic regression
+
+def cv_comparisons(cv: pd.DataFrame, # per-fold rows (`lunar_benchmark(...)["cv"]`)
+                   predictions: pd.DataFrame, # out-of-fold predictions (`lunar_benchmark(...)["cv_predictions"]`)
+                   reference: str = REFERENCE_MODEL # the model every other one is compared with
+                  ) -> pd.DataFrame:
+    "Fold-paired AUROC and Brier differences of every model against `reference` (corrected resampled t-test)."
+    brier = predictions.assign(se=(predictions.score - predictions.y) ** 2).groupby(["model", "fold"])["se"].mean().rename("brier")
+    per_fold = cv.set_index(["model", "fold"])[["auroc", "n_train", "n_test"]].join(brier)
+    if reference not in per_fold.index.get_level_values(0): raise InputError(f"cv_comparisons: no {reference!r} rows to compare with")
+    ref, rows = per_fold.loc[reference], {}
+    for name in per_fold.index.get_level_values(0).unique().drop(reference):
+        m = per_fold.loc[name].loc[ref.index]
+        row = {}
+        for metric in ("auroc", "brier"):
+            t = corrected_resampled_ttest((m[metric] - ref[metric]).to_numpy(), int(m["n_train"].mean()), int(m["n_test"].mean()))
+            row |= {f"{metric}": m[metric].mean(), f"{metric} - ref": t["diff"], f"{metric} diff CI": f"{t['lo']:+.3f} to {t['hi']:+.3f}",
+                    f"{metric} p": t["p_value"]}
+        rows[name] = row | {"folds": len(m)}
+    return pd.DataFrame(rows).T.sort_values("auroc", ascending=False)
+
+def cv_calibration(predictions: pd.DataFrame, # out-of-fold predictions of every repeat (`lunar_benchmark(...)["cv_predictions"]`)
+                   n_boot: int = 200, # patient-level bootstrap resamples for the CIs
+                   seed: int = 0 # bootstrap seed
+                  ) -> pd.DataFrame:
+    "Brier score, calibration slope and intercept of each model's pooled out-of-fold probabilities, CIs by resampling patients."
+    rng, rows = np.random.default_rng(seed), {}
+    patients = predictions["patient"].unique()
+    draws = [rng.choice(patients, len(patients), replace=True) for _ in range(n_boot)]
+    for name, g in predictions.groupby("model", sort=False):
+        point = calibration(g["y"], g["score"])
+        by = {p: r for p, r in g.groupby("patient")}
+        boot = pd.DataFrame([calibration(b["y"], b["score"]) for b in (pd.concat([by[p] for p in d]) for d in draws)])
+        rows[name] = {k: f"{point[k]:.3f} ({boot[k].quantile(0.025):.3f}-{boot[k].quantile(0.975):.3f})" for k in ("brier", "slope", "intercept")} \
+            | {"mean predicted": round(point["mean_predicted"], 3), "observed rate": round(point["observed_rate"], 3)}
+    return pd.DataFrame(rows).T.sort_values("brier")
+
+def _comparison_files(res: dict, opts: BenchmarkOptions) -> dict:
+    "Fold-paired comparisons with clinical-only LR and calibration of the pooled out-of-fold predictions; none without CV."
+    cv, pred = res["cv"], res.get("cv_predictions", pd.DataFrame())
+    if cv.empty or REFERENCE_MODEL not in set(cv.model): return {}
+    comp, cal = cv_comparisons(cv, pred), cv_calibration(pred, seed=opts.seed)
+    md = (f"**Every model against clinical-only logistic regression, paired by fold** ({opts.cv_repeats} x {opts.cv_folds}-fold CV): "
+          f"mean AUROC and Brier score, the mean fold difference (model - {REFERENCE_MODEL}) with its 95 % CI and p-value from the "
+          f"corrected resampled t-test (Nadeau & Bengio 2003; the folds' training sets overlap, so a plain paired t-test "
+          f"would be far too confident). Lower Brier is better.\n\n" + markdown_table(comp.round(3)) + "\n\n"
+          f"**Calibration of the pooled out-of-fold probabilities** (every patient once per repeat; 95 % CIs from 200 patient "
+          f"resamples): Brier score, calibration slope (ideal 1; < 1: too extreme) and intercept (calibration-in-the-large, "
+          f"ideal 0; > 0: risks too low). LUNAR's class-weighted loss targets balanced classes, so its probabilities "
+          f"are not expected to match the observed rate without recalibration.\n\n" + markdown_table(cal) + "\n")
+    shown = [m for m in (DEFAULT_MODEL, "LUNAR", REFERENCE_MODEL, "LogReg", "XGBoost") if m in set(pred.model)]
+    fig = plot_reliability({m: (pred.loc[pred.model == m, "y"], pred.loc[pred.model == m, "score"]) for m in shown},
+                           title=f"Pooled out-of-fold predictions, {opts.cv_repeats} x {opts.cv_folds}-fold CV")
+    return {"lunar_cv_paired.csv": comp.to_csv(), "lunar_calibration.csv": cal.to_csv(), "lunar_cv_comparisons.md": md,
+            "lunar_calibration.png": figure_png(fig)}
+
 def _site_files(res: dict, opts: BenchmarkOptions) -> dict:
     "Held-out sites: external metrics with and without CORAL (CSV, Markdown) and the ROC/PR figure; none when skipped."
     if "site_metrics" not in res: return {}
@@ -431,14 +503,14 @@ def _site_files(res: dict, opts: BenchmarkOptions) -> dict:
 
 # %% ../nbs/18_lunar_bench.ipynb #2ca78151
 def _shap_files(res: dict, opts: BenchmarkOptions, ref: Path) -> tuple[dict, dict]:
-    "SHAP of the first seed's LUNAR on the test patients: values, importance next to the published one, summary figure."
+    "SHAP of the first seed's `DEFAULT_MODEL` on the test patients: values, importance next to the published one, summary figure."
     data, runs = res["split_data"], res["split_runs"]
-    if "LUNAR" not in runs or not runs["LUNAR"].models: return {}, {}
-    sr = shap_values(runs["LUNAR"].models[0], data["test"], data["train"], max_background=opts.shap_background, steps=opts.shap_steps, seed=opts.seed)
+    if DEFAULT_MODEL not in runs or not runs[DEFAULT_MODEL].models: return {}, {}
+    sr = shap_values(runs[DEFAULT_MODEL].models[0], data["test"], data["train"], max_background=opts.shap_background, steps=opts.shap_steps, seed=opts.seed)
     mi = modality_importance(sr)
     top = sr.importance().head(20)
     ptop = published_shap_importance(ref).head(20)
-    lines = [f"**SHAP (expected gradients, {sr.method}) of LUNAR (seed {opts.seed}) on the {len(sr.values)} test patients**, "
+    lines = [f"**SHAP (expected gradients, {sr.method}) of {DEFAULT_MODEL} (seed {opts.seed}) on the {len(sr.values)} test patients**, "
              f"background: training rows; additivity gap {sr.additivity_gap:.4f} (mean |f(x) - E f| "
              f"{np.abs(sr.output - sr.expected_value).mean():.3f}).", "", markdown_table(mi.round(4)), "",
              markdown_table(pd.DataFrame({"ours": list(top.index), "mean abs SHAP": [f"{v:.4f}" for v in top],
@@ -452,7 +524,7 @@ def _attention_files(res: dict, seed: int, ref: Path) -> tuple[dict, pd.DataFram
     "Per-patient modality attention of the trained LUNAR models and of the published weights on random inputs, summary, figure."
     data, runs = res["split_data"], res["split_runs"]
     att = {}
-    for name in ("LUNAR", "LUNAR-paper"):  # attention of the first seed's model
+    for name in ("LUNAR-TA", "LUNAR"):  # attention of the first seed's model
         if name in runs and runs[name].models: att[f"{name} (trained here)"] = modality_attention(runs[name].models[0], data["test"])
     pm = load_paper_lunar("both", folder=ref)
     with torch.no_grad(): w = pm.details(*random_paper_inputs(len(data["test"]), seed))["modality_weights"].numpy()
@@ -493,10 +565,11 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
             paths[name] = str(atomic_write_text(out / name, content) if isinstance(content, str) else atomic_write_bytes(out / name, content))
     write(_split_files(res, pub, opts, ref))
     cv_files, cvt = _cv_files(res, opts); write(cv_files)
+    write(_comparison_files(res, opts))
     write(_site_files(res, opts))
     shap_files, shap_out = _shap_files(res, opts, ref); write(shap_files)  # every seed is `opts.seed`: `options` may replace it
     att_files, asum = _attention_files(res, opts.seed, ref); write(att_files)
-    metrics = {"options": res["options"], "config": res["config"], "seconds": time.perf_counter() - t0,
+    metrics = {"options": res["options"], "config": res["config"], "seconds": time.perf_counter() - t0, "default_model": DEFAULT_MODEL,
                "test": _metrics_dict(res["split_metrics"]), "published_tcga": pub.to_dict(orient="index"),
                "cv": cvt.to_dict(orient="index") if not cvt.empty else {},
                "sites": _metrics_dict(res["site_metrics"]) if "site_metrics" in res else {},

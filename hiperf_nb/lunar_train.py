@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ModalityTensors', 'LunarConfig', 'TrainResult', 'train_lunar', 'save_lunar', 'load_lunar', 'predict_proba',
-           'modality_attention', 'toy_tensors']
+__all__ = ['TOKEN_GROUPINGS', 'ModalityTensors', 'LunarConfig', 'TrainResult', 'lunar_for', 'train_lunar', 'save_lunar',
+           'load_lunar', 'predict_proba', 'modality_attention', 'toy_tensors']
 
 # %% ../nbs/15_lunar_train.ipynb #2629e7c7
 import copy
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 # %% ../nbs/15_lunar_train.ipynb #af49527d
 from .core import (Config, DataFormatError, InputError, NonFiniteError, ShapeMismatchError, cpu_threads,
                             eval_mode, load_checkpoint, progress, save_checkpoint, seed_everything)
-from .lunar import ATTENTIONS, MODALITIES, VARIANTS, LunarBase, coral_loss, make_lunar
+from .lunar import ATTENTIONS, MODALITIES, VARIANTS, LunarBase, chromosome_arm_groups, coral_loss, make_lunar
 
 # %% ../nbs/15_lunar_train.ipynb #af922def
 @dataclass
@@ -104,6 +104,8 @@ class ModalityTensors:
         return cls(out["clinical"][0], out["expression"][0], out["mutation"][0], yt, ids, {m: out[m][1] for m in MODALITIES})
 
 # %% ../nbs/15_lunar_train.ipynb #e59e376c
+TOKEN_GROUPINGS = ("chromosome_arm", "contiguous")
+
 @dataclass
 class LunarConfig(Config):
     "Hyperparameters of LUNAR training (defaults: the published values where the paper or reference gives them)."
@@ -122,6 +124,12 @@ class LunarConfig(Config):
     weight_decay: float = 0.0 # Adam weight decay
     seed: int = 0 # seed of initialisation and batch order
     threads: int = 1 # torch CPU threads during training (0: leave as is)
+    tokens: str = "chromosome_arm" # feature tokens of the "default" variant: "chromosome_arm" (genes of one arm share a token) or "contiguous"
+
+    @classmethod
+    def paper(cls, **overrides) -> "LunarConfig":
+        "The published architecture with the released training schedule: 20 epochs, patience 3, max_lr 5e-4."
+        return cls(**{"variant": "paper", "max_epochs": 20, "patience": 3, "max_lr": 5e-4, **overrides})
 
     def check(self) -> "LunarConfig":
         "Raise `InputError` naming the first invalid option."
@@ -132,6 +140,7 @@ class LunarConfig(Config):
         if self.batch_size < 2: raise InputError("LunarConfig.batch_size must be >= 2 (CORAL needs covariances)")
         if not 0 < self.base_lr <= self.max_lr: raise InputError(f"LunarConfig: need 0 < base_lr <= max_lr, got {self.base_lr}, {self.max_lr}")
         if self.gate_penalty not in ("gate", "weight"): raise InputError(f"LunarConfig.gate_penalty must be 'gate' or 'weight', got {self.gate_penalty!r}")
+        if self.tokens not in TOKEN_GROUPINGS: raise InputError(f"LunarConfig.tokens must be one of {TOKEN_GROUPINGS}, got {self.tokens!r}")
         return self
 
 @dataclass
@@ -142,6 +151,15 @@ class TrainResult:
     best_epoch: int # epoch (1-based) of the restored state
     config: LunarConfig # the configuration used
     seconds: float # wall time of training
+
+def lunar_for(data: ModalityTensors, # the training rows (their feature names decide the token groups)
+              config: LunarConfig # architecture: variant, attention, tokens
+             ) -> LunarBase:
+    "A fresh LUNAR for `data`'s features: `make_lunar` with chromosome-arm token groups for the gene modalities."
+    kw = {}
+    if config.variant == "default" and config.tokens == "chromosome_arm":
+        kw["token_groups"] = {m: chromosome_arm_groups(data.features[m]) for m in ("expression", "mutation")}
+    return make_lunar(*data.dims, variant=config.variant, attention=config.attention, **kw)
 
 # %% ../nbs/15_lunar_train.ipynb #c2de83b4
 def _losses(model, data: ModalityTensors, idx, class_w, cfg: LunarConfig, target: ModalityTensors | None, tidx):
@@ -181,7 +199,7 @@ def train_lunar(train: ModalityTensors, # labelled source training rows
     t0 = time.perf_counter()
     with cpu_threads(cfg.threads or None):
         seed_everything(cfg.seed)
-        model = make_lunar(*train.dims, variant=cfg.variant, attention=cfg.attention)
+        model = lunar_for(train, cfg)
         gen = torch.Generator().manual_seed(cfg.seed)
         counts = torch.bincount(train.y.long(), minlength=2).float()
         class_w = len(train) / (2 * counts)
@@ -232,17 +250,18 @@ def save_lunar(model: LunarBase, # the model (either architecture)
                config: LunarConfig | None = None, # training configuration to store with it
                **meta # more JSON-able metadata (epoch, val_loss ...)
               ) -> Path:
-    "Write a weights-only-loadable checkpoint (state dict, dims, variant, attention, config, meta) atomically."
+    "Write a weights-only-loadable checkpoint (state dict, dims, variant, attention, token groups, config, meta) atomically."
     ck = {"state_dict": model.state_dict(), "dims": list(model.dims.values()), "variant": model.variant,
-          "attention": model.attention, "config": json.dumps((config or LunarConfig(model.variant, model.attention)).to_dict()),
-          "meta": json.dumps(meta, default=float)}
+          "attention": model.attention, "token_groups": json.dumps(getattr(model, "token_groups", {})),
+          "config": json.dumps((config or LunarConfig(model.variant, model.attention)).to_dict()), "meta": json.dumps(meta, default=float)}
     return save_checkpoint(ck, path)
 
 def load_lunar(path: str | Path # a checkpoint written by `save_lunar` / `train_lunar(checkpoint=...)`
               ) -> tuple[LunarBase, LunarConfig, dict]:
     "Load a LUNAR checkpoint (weights only): the model in eval mode, its config and metadata."
     ck = load_checkpoint(path, "LUNAR checkpoint", keys=("state_dict", "dims", "variant", "attention", "config"))
-    model = make_lunar(*ck["dims"], variant=ck["variant"], attention=ck["attention"])
+    groups = json.loads(ck.get("token_groups", "{}"))
+    model = make_lunar(*ck["dims"], variant=ck["variant"], attention=ck["attention"], **({"token_groups": groups} if groups else {}))
     try: model.load_state_dict(ck["state_dict"], strict=True)
     except RuntimeError as e: raise DataFormatError(f"{path}: state dict does not match LUNAR-{ck['variant']}-{ck['attention']}: {str(e)[:300]}") from None
     return model.eval(), LunarConfig.from_dict(json.loads(ck["config"]), source=str(path)), json.loads(ck.get("meta", "{}"))

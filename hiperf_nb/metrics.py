@@ -7,7 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['binary_metrics', 'multiclass_metrics', 'classification_metrics', 'youden_threshold', 'stratified_bootstrap',
-           'delong_test', 'paired_bootstrap', 'format_ci', 'results_table', 'markdown_table']
+           'delong_test', 'paired_bootstrap', 'corrected_resampled_ttest', 'calibration', 'reliability_curve',
+           'format_ci', 'results_table', 'markdown_table']
 
 # %% ../nbs/08_metrics.ipynb #c54edceb
 import numpy as np
@@ -172,6 +173,63 @@ def paired_bootstrap(y, # (n,) integer labels
     return {"value_a": point["a"], "value_b": point["b"], "diff": point["a"] - point["b"],
             "lo": float(np.quantile(d, alpha / 2)), "hi": float(np.quantile(d, 1 - alpha / 2)), "p_value": float(p),
             "method": f"paired bootstrap ({n_boot})"}
+
+# %% ../nbs/08_metrics.ipynb #c0a1b2c4
+def corrected_resampled_ttest(diffs, # (J,) per-fold metric differences, model - baseline, same folds
+                              n_train: int, # training patients per fold
+                              n_test: int, # test patients per fold
+                              alpha: float = 0.05 # 1 - confidence level
+                             ) -> dict:
+    "Nadeau-Bengio corrected resampled t-test: mean difference, its CI and the two-sided p-value (J - 1 degrees of freedom)."
+    d = np.asarray(diffs, float)
+    if d.ndim != 1 or len(d) < 2: raise InputError(f"corrected_resampled_ttest needs at least 2 fold differences, got shape {d.shape}")
+    if n_train < 1 or n_test < 1: raise InputError(f"n_train and n_test must be positive, got {n_train}, {n_test}")
+    j, m, v = len(d), d.mean(), d.var(ddof=1)
+    se = np.sqrt((1 / j + n_test / n_train) * v)
+    if se == 0: return {"diff": m, "lo": m, "hi": m, "p_value": 1.0 if m == 0 else 0.0, "folds": j, "method": "corrected resampled t"}
+    t, q = m / se, stats.t.ppf(1 - alpha / 2, j - 1)
+    return {"diff": m, "lo": m - q * se, "hi": m + q * se, "p_value": float(2 * stats.t.sf(abs(t), j - 1)), "folds": j,
+            "method": "corrected resampled t"}
+
+# %% ../nbs/08_metrics.ipynb #c0a1b2c8
+def _logistic_fit(z: np.ndarray, y: np.ndarray, slope: bool, iters: int = 50) -> np.ndarray:
+    "Maximum-likelihood (a, b) of logit P(y=1) = a + b z (`slope=False`: b fixed at 1), by Newton's method."
+    X = np.c_[np.ones_like(z), z] if slope else np.ones((len(z), 1))
+    off = np.zeros_like(z) if slope else z
+    w = np.zeros(X.shape[1])
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(X @ w + off)))
+        H = X.T @ (X * (p * (1 - p))[:, None]) + 1e-9 * np.eye(X.shape[1])
+        step = np.linalg.solve(H, X.T @ (y - p))
+        w += step
+        if np.abs(step).max() < 1e-10: break
+    return w if slope else np.r_[w, 1.0]
+
+def calibration(y, # (n,) labels in {0, 1}
+                p, # (n,) predicted probabilities of class 1
+                eps: float = 1e-6 # probabilities are clipped to [eps, 1 - eps] before the logit
+               ) -> dict:
+    "Brier score, calibration slope (ideal 1) and calibration intercept (calibration-in-the-large, ideal 0)."
+    y, p = _check_scores(y, p)
+    if p.min() < 0 or p.max() > 1: raise InputError(f"calibration needs probabilities in [0, 1], got [{p.min():.3g}, {p.max():.3g}]")
+    z = np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))
+    return {"brier": float(np.mean((p - y) ** 2)), "slope": float(_logistic_fit(z, y, True)[1]),
+            "intercept": float(_logistic_fit(z, y, False)[0]), "mean_predicted": float(p.mean()), "observed_rate": float(y.mean())}
+
+def reliability_curve(y, # (n,) labels in {0, 1}
+                      p, # (n,) predicted probabilities
+                      n_bins: int = 10 # equal-count bins
+                     ) -> pd.DataFrame:
+    "Per bin of predictions: mean predicted probability, observed event rate (with a Wilson 95 % interval) and count."
+    y, p = _check_scores(y, p)
+    order = np.argsort(p, kind="stable")
+    rows = []
+    for b in np.array_split(order, min(n_bins, len(p))):
+        k, n = y[b].sum(), len(b)
+        z, ph = 1.959964, k / n
+        c, h = (ph + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        rows.append({"predicted": p[b].mean(), "observed": ph, "lo": max(0.0, c - h), "hi": min(1.0, c + h), "n": n})
+    return pd.DataFrame(rows)
 
 # %% ../nbs/08_metrics.ipynb #2894f540
 def format_ci(row, # a row with value, lo, hi

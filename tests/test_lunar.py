@@ -16,7 +16,7 @@ from hiperf_nb.lunar import (LUNAR, PaperLUNAR, ATTENTIONS, MODALITIES, PAPER_DI
                              load_paper_lunar, make_lunar, paper_feature_names, random_paper_inputs, token_dependence)
 from hiperf_nb.lunar_train import (LunarConfig, ModalityTensors, toy_tensors, train_lunar, predict_proba, save_lunar,
                                    load_lunar, modality_attention)
-from hiperf_nb.lunar_bench import (BenchmarkOptions, published_results, preprocess, run_models, fit_baseline,
+from hiperf_nb.lunar_bench import (BenchmarkOptions, DEFAULT_MODEL, model_config, published_results, preprocess, run_models, fit_baseline,
                                    baseline_model, lunar_benchmark, split_table, cv_table, tcga_cv_dataset,
                                    gbm_site_split, run_lunar, MODELS)
 from hiperf_nb.explain import shap_values, modality_importance, attention_summary
@@ -200,6 +200,20 @@ def test_published_results_table():
     assert (published_results("glass")[["tp", "fp", "tn", "fn"]].sum(1) == 16).all()
 
 
+def test_default_model_is_the_cv_winner():
+    "`DEFAULT_MODEL` must be whichever of the published LUNAR and LUNAR-TA wins the committed repeated CV."
+    cv = pd.read_csv(Path(__file__).resolve().parents[1] / "bench" / "results" / "lunar_cv.csv", index_col=0)
+    assert {"LUNAR", "LUNAR-TA"} <= set(cv.index), "re-run `python bench/lunar.py`: the CV table predates the model names"
+    assert DEFAULT_MODEL == cv.loc[["LUNAR", "LUNAR-TA"], "auroc_mean"].idxmax()
+
+
+def test_published_rows_train_with_the_released_schedule():
+    c = model_config("LUNAR-SAtt", LunarConfig(max_epochs=60, patience=8), seed=3)
+    assert (c.variant, c.attention, c.max_epochs, c.patience, c.max_lr, c.seed) == ("paper", "self", 20, 3, 5e-4, 3)
+    t = model_config("LUNAR-TA", LunarConfig(max_epochs=60, patience=8))
+    assert (t.variant, t.attention, t.max_epochs, t.tokens) == ("default", "both", 60, "chromosome_arm")
+
+
 def test_cv_cohort_and_site_split():
     ds = tcga_cv_dataset()
     assert len(ds.cohort) == 201 and ds.cohort.index.is_unique  # 191 published + 10 more eligible with a primary-tumour expression sample
@@ -213,7 +227,7 @@ def test_cv_cohort_and_site_split():
 def test_benchmark_smoke_is_deterministic_and_leak_free():
     o = BenchmarkOptions(n_seeds=1, cv_repeats=1, cv_folds=3, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2, sites=True,
                          site_models=("LUNAR",))
-    models = ("LUNAR", "LUNAR-paper", "LogReg", "Clinical-LogReg")
+    models = ("LUNAR-TA", "LUNAR", "LogReg", "Clinical-LogReg")
     a = lunar_benchmark(o, models=models, show_progress=False)
     b = lunar_benchmark(o, models=models, show_progress=False)
     for k in ("split_metrics", "site_metrics"):
@@ -223,7 +237,7 @@ def test_benchmark_smoke_is_deterministic_and_leak_free():
     assert len(a["cv"]) == 3 * len(models)
     assert {len(v) for k, v in a["split_data"].items()} == {133, 29}
     t = split_table(a["split_metrics"], published_results())
-    assert t.loc["LUNAR-paper", "pub auroc"] == "0.828" and t.loc["Clinical-LogReg", "pub auroc"] == "-"
+    assert t.loc["LUNAR", "pub auroc"] == "0.828" and t.loc["LUNAR-TA", "pub auroc"] == "-" and t.loc["Clinical-LogReg", "pub auroc"] == "-"
     assert not cv_table(a["cv"]).empty
     # target rows: unlabelled for training, labelled for evaluation only
     d = a["site_data"]
@@ -233,12 +247,13 @@ def test_benchmark_smoke_is_deterministic_and_leak_free():
 def test_run_lunar_writes_everything_and_is_reproducible(tmp_path):
     tiny = BenchmarkOptions(n_seeds=1, cv_repeats=1, cv_folds=3, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2, sites=True,
                             site_models=("LUNAR",), shap_background=6, shap_steps=2)
-    models = ("LUNAR", "LUNAR-NAtt", "LUNAR-paper", "LogReg", "XGBoost", "Clinical-LogReg")
+    models = ("LUNAR-TA", "LUNAR-NAtt", "LUNAR", "LogReg", "XGBoost", "Clinical-LogReg")
     r1 = run_lunar(out_dir=tmp_path / "a", options=tiny, models=models, seed=0)
     r2 = run_lunar(out_dir=tmp_path / "b", options=tiny, models=models, seed=0)
     names = {"lunar_test.csv", "lunar_test.md", "lunar_cv.csv", "lunar_cv.md", "lunar_cv_folds.csv", "lunar_sites.csv", "lunar_sites.md",
              "lunar_shap.csv", "lunar_shap_importance.md", "lunar_attention.csv", "lunar_attention.md", "lunar_roc_pr.png",
-             "lunar_sites_roc_pr.png", "lunar_shap_summary.png", "lunar_attention.png", "metrics.json"}
+             "lunar_sites_roc_pr.png", "lunar_shap_summary.png", "lunar_attention.png", "metrics.json",
+             "lunar_cv_paired.csv", "lunar_calibration.csv", "lunar_cv_comparisons.md", "lunar_calibration.png"}
     assert set(r1["paths"]) == names and all(Path(p).exists() for p in r1["paths"].values())
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert set(m["test"]) == set(models) and "published_tcga" in m and m["cv"] and m["sites"]
