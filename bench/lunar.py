@@ -32,7 +32,7 @@ from hiperf_nb.core import HiperfWarning
 from hiperf_nb.genomics import tcga_dataset
 from threadpoolctl import threadpool_limits
 from hiperf_nb.lunar_train import LunarConfig, predict_proba, train_lunar
-from hiperf_nb.lunar_bench import (BASELINES, LUNAR_MODELS, BenchmarkOptions, baseline_model, baseline_scores,
+from hiperf_nb.lunar_bench import (BASELINES, LUNAR_MODELS, baseline_model, baseline_scores,
                                    fit_baseline, model_config, preprocess, run_lunar)
 from hiperf_nb.metrics import markdown_table
 
@@ -62,8 +62,7 @@ def cost_table(n_repeat=3):
     ds = tcga_dataset("lunar")
     data = preprocess(ds, ds.splits["train"], {"val": ds.splits["val"], "test": ds.splits["test"]})
     allp = preprocess(ds, ds.splits["train"], {"all": list(ds.cohort.index)})["all"]
-    o = BenchmarkOptions()
-    cfg = LunarConfig(max_epochs=o.max_epochs, patience=o.patience)
+    cfg = LunarConfig()
     rows = {}
     for name in LUNAR_MODELS:
         tracemalloc.start()

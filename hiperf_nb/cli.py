@@ -9,8 +9,8 @@ from __future__ import annotations
 __all__ = ['DefaultsHelpFormatter', 'add_command', 'add_config_options', 'add_signature_options', 'config_from_args',
            'param_default', 'format_case_summary', 'image_summary', 'cmd_info', 'add_info_command', 'cmd_phantom',
            'add_phantom_command', 'cmd_train_vqvae', 'cmd_build_graphs', 'add_graph_commands', 'cmd_train_hgnn',
-           'cmd_predict', 'add_hgnn_commands', 'cmd_lunar', 'cmd_demo', 'add_lunar_demo_commands', 'build_parser',
-           'main']
+           'cmd_predict', 'add_hgnn_commands', 'lunar_dataset_files', 'cmd_lunar', 'cmd_demo',
+           'add_lunar_demo_commands', 'build_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #97eb7329
 import argparse
@@ -38,6 +38,7 @@ from .train import MONITORS, TASKS, TrainConfig, load_splits, patient_splits, sa
 from .hgnn_bench import BENCH_MODELS, PAPER_PARTITION, BenchmarkLayout, plot_roc, predict_graphs, run_benchmark
 from .demo import QUICK, DemoConfig, run_demo, split_cohort, training_cases
 from .lunar_bench import run_lunar
+from .omics_formats import EXPRESSION_SCALES, describe_dataset_files
 
 # %% ../nbs/20_cli.ipynb #d6fae009
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -361,10 +362,23 @@ def add_hgnn_commands(sub # the `add_subparsers()` object of `build_parser`
     add_signature_options(pr, predict_graphs, ("device",))
 
 # %% ../nbs/20_cli.ipynb #74bd97c5
+def lunar_dataset_files(args # parsed `hiperf lunar` options
+                       ) -> dict | None:
+    "`run_lunar`'s `dataset_files` from --expression/--mutations/--expression-scale/--drop-filter (None without them); headers checked."
+    if args.expression_scale and not args.expression: raise InputError("--expression-scale describes an --expression FILE, and none was given")
+    files = {"expression": args.expression, "mutations": args.mutations, "expression_scale": args.expression_scale,
+             "drop_filters": tuple(args.drop_filter) if args.drop_filter else None}
+    if not any(files.values()): return None
+    for line in describe_dataset_files(**files): print(line, file=sys.stderr)
+    return files
+
 def cmd_lunar(args) -> int:
-    "Train and evaluate LUNAR and its baselines on real TCGA data; write tables and figures."
-    run_lunar(data_dir=args.data_dir, out_dir=args.out, quick=args.quick, seed=args.seed)
+    "Train and evaluate LUNAR and its baselines on real TCGA data (bundled, or the user's files); write tables and figures."
+    files = lunar_dataset_files(args)  # fails here, in a second, on a file of the wrong layout
+    r = run_lunar(data_dir=args.data_dir, out_dir=args.out, quick=args.quick, seed=args.seed, dataset_files=files)
     out = Path(args.out)
+    print(f"Default model: {r['metrics']['default_model']} (the winner of LUNAR vs LUNAR-TA in the committed repeated cross-validation; "
+          f"SHAP and the first rows are its)\n")
     for md in sorted(out.glob("lunar_*.md")): print(md.read_text())
     print(f"{out}: tables, figures and metrics.json written", file=sys.stderr)
     return 0
@@ -380,10 +394,20 @@ def add_lunar_demo_commands(sub # the `add_subparsers()` object of `build_parser
                            ):
     "Add `hiperf lunar` and `hiperf demo`."
     lu = add_command(sub, "lunar", cmd_lunar, "LUNAR recurrence prediction on real TCGA data (benchmark, SHAP)",
-                     "Train and evaluate LUNAR (default and published variants, ablations) and the baselines on the bundled "
+                     "Train and evaluate LUNAR (the published architecture and LUNAR-TA, ablations) and the baselines on the bundled "
                      "real TCGA data; write tables with bootstrap CIs next to the published numbers, figures and metrics.json.")
     lu.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_signature_options(lu, run_lunar, ("data_dir", "quick", "seed"), data_dir=dict(flag="--data", metavar="DIR"))
+    lu.add_argument("--expression", metavar="FILE", default=None,
+                    help="expression matrix replacing the bundled 131 genes (default: bundled): UCSC Xena (HiSeqV2, *.htseq_fpkm.tsv, "
+                         "*.star_fpkm.tsv) or cBioPortal data_mrna_seq_*.txt; the layout is read from the header")
+    lu.add_argument("--mutations", metavar="FILE", default=None,
+                    help="MAF replacing the bundled MC3 calls (default: bundled): cBioPortal data_mutations*.txt or a GDC/MC3 .maf")
+    lu.add_argument("--expression-scale", choices=EXPRESSION_SCALES, default=None,
+                    help="scale of the --expression values: linear (FPKM/TPM), log2 (log2(x + 1)) or zscore; default: the layout's "
+                         "(Xena log2, cBioPortal linear, *_zscores_* files zscore)")
+    lu.add_argument("--drop-filter", action="append", metavar="VALUE", default=None,
+                    help="drop mutation calls whose FILTER holds VALUE, e.g. wga (repeatable; default: keep every call)")
     full = DemoConfig()
     de = add_command(sub, "demo", cmd_demo, "run both systems end to end and write report.html",
                      "Phantom MRI cohorts -> VQ-VAE -> graphs -> HiPerfGNN + ablations (IDH, internal and external) -> saliency; "

@@ -9,10 +9,10 @@ from __future__ import annotations
 __all__ = ['NA_VALUES', 'TCGA_CLINICAL_COLUMNS', 'CDR_COLUMNS', 'MUTATION_COLUMNS', 'GLASS_PATIENT_COLUMNS',
            'GLASS_SAMPLE_COLUMNS', 'GLASS_SURGERY_COLUMNS', 'WHO2021_CLASSES', 'UNCLASSIFIABLE', 'PAPER_TABLE1',
            'PAPER_TABLE2', 'NON_SILENT', 'CLINICAL_COLUMNS', 'MissingColumnsError', 'check_columns', 'read_table',
-           'patient_id', 'primary_samples', 'load_tcga_clinical', 'load_tcga_cdr', 'load_mutations', 'load_expression',
-           'GlassTables', 'load_glass', 'HGNCMapper', 'norm_idh', 'norm_codel', 'norm_flag', 'norm_histology',
-           'who2021_class', 'idh_codel_status', 'norm_grade', 'norm_sex', 'early_label', 'training_cutoff',
-           'tcga_patient_table', 'tcga_recurrence_cohort', 'idh_concordance', 'glass_patient_table',
+           'patient_id', 'primary_samples', 'load_tcga_clinical', 'load_tcga_cdr', 'drop_filtered', 'load_mutations',
+           'load_expression', 'GlassTables', 'load_glass', 'HGNCMapper', 'norm_idh', 'norm_codel', 'norm_flag',
+           'norm_histology', 'who2021_class', 'idh_codel_status', 'norm_grade', 'norm_sex', 'early_label',
+           'training_cutoff', 'tcga_patient_table', 'tcga_recurrence_cohort', 'idh_concordance', 'glass_patient_table',
            'glass_recurrence_cohort', 'cohort_summary', 'compare_tables', 'mutation_counts', 'expression_table',
            'GenomicDataset', 'tcga_dataset']
 
@@ -21,7 +21,8 @@ import gzip
 import io
 import json
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -31,7 +32,7 @@ import pandas as pd
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 # %% ../nbs/12_genomics.ipynb #50906a74
-from .core import InputError, MissingFileError, DataFormatError, data_path
+from .core import InputError, MissingFileError, DataFormatError, HiperfWarning, data_path
 
 # %% ../nbs/12_genomics.ipynb #dcd22a2a
 NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A", "[Not Available]", "[Not Applicable]",
@@ -108,7 +109,7 @@ def primary_samples(barcodes: Iterable[str] # TCGA sample barcodes ("TCGA-06-012
     out = {}
     for b in sorted(map(str, barcodes)):  # sorted: vial 01A before 01B before 01C
         parts = b.split("-")
-        primary = len(parts) > 3 and (parts[3][:2] == "01" if parts[0] == "TCGA" else parts[3] == "TP")
+        primary = len(parts) > 3 and (parts[3] == "TP" or (parts[0] == "TCGA" and parts[3][:2] == "01"))  # GLASS names TCGA samples -TP too
         if primary: out.setdefault(patient_id(b), b)
     return out
 
@@ -127,12 +128,31 @@ def load_tcga_cdr(path: str | Path | None = None # TCGA-CDR table S1 (Liu 2018);
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
 
+def drop_filtered(df: pd.DataFrame, # mutation calls with a FILTER column (values may be joined by ";" or ",")
+                  drop: Iterable[str], # FILTER values whose calls go, e.g. ("wga",)
+                  source: str = "mutation table" # the file named in the warning when there is no FILTER column
+                 ) -> pd.DataFrame:
+    "Calls whose FILTER holds none of `drop`; `attrs['filter_dropped']` counts the calls dropped per value and in total."
+    drop = [drop] if isinstance(drop, str) else list(drop)
+    if "FILTER" not in df.columns:
+        warnings.warn(f"{source}: no FILTER column, so dropping FILTER {drop} removed nothing", HiperfWarning)
+        df.attrs["filter_dropped"] = {**{f: 0 for f in drop}, "total": 0}
+        return df
+    flt = df["FILTER"].fillna("").astype(str)
+    hits = {f: flt.str.contains(rf"(?:^|[;,]){re.escape(f)}(?:$|[;,])", regex=True).to_numpy() for f in drop}
+    gone = np.logical_or.reduce(list(hits.values())) if hits else np.zeros(len(df), bool)
+    out = df.loc[~gone].copy()
+    out.attrs["filter_dropped"] = {**{f: int(h.sum()) for f, h in hits.items()}, "total": int(gone.sum())}
+    return out
+
 def load_mutations(path: str | Path | None = None, # MAF-like table; default: bundled MC3 calls
-                   sample_col: str | None = None # sample column; default "Tumor_Sample_Barcode" or "Patient"
+                   sample_col: str | None = None, # sample column; default "Tumor_Sample_Barcode" or "Patient"
+                   drop_filters: Iterable[str] | None = None # FILTER values whose calls are dropped (e.g. ("wga",)); None: keep all
                   ) -> pd.DataFrame:
-    "MAF-like somatic mutation table with added `sample_id` and `patient_id` columns."
+    "MAF-like somatic mutation table with added `sample_id` and `patient_id` columns (`drop_filtered` if asked)."
     path = path or data_path("tcga_glioma", "mc3_mutations.tsv.gz")
     df = read_table(path, MUTATION_COLUMNS)
+    if drop_filters: df = drop_filtered(df, drop_filters, str(path))
     if sample_col is None:
         sample_col = next((c for c in ("Tumor_Sample_Barcode", "Patient", "SAMPLE_ID") if c in df.columns), None)
         if sample_col is None: raise MissingColumnsError(f"{path}: missing a sample column (Tumor_Sample_Barcode or Patient)")
@@ -599,8 +619,10 @@ class GenomicDataset:
     cohort: pd.DataFrame # one row per patient (labels, TTR and tier, WHO-2021 class, covariates, batch)
     clinical: pd.DataFrame # raw clinical columns (age, sex, grade, idh_codel, who2021)
     mutation: pd.DataFrame # non-silent mutation counts, patients x genes
-    expression: pd.DataFrame # expression (FPKM, not logged), patients x genes
+    expression: pd.DataFrame # expression on the scale `expression_scale` names, patients x genes
     splits: dict | None = None # {"train": [...], "val": [...], "test": [...]} (published splits) or None
+    expression_scale: str = "linear" # "linear" (FPKM/TPM, not logged: the pipeline takes log2(x + 1)) or "zscore" (skip the log)
+    sources: dict = field(default_factory=dict) # where the tables came from (files, layouts, scales, calls dropped)
 
     @property
     def y(self) -> pd.Series:
@@ -628,14 +650,17 @@ class GenomicDataset:
 def tcga_dataset(split: str = "lunar", # "lunar": published patients and splits; "all": every eligible patient
                  cutoff_days: float = 390, # early/late cutoff
                  mapper: HGNCMapper | None = None, # gene mapper (default: the HGNC table of the data folder, protein-coding autosomal)
-                 data_dir: str | Path | None = None # data folder with tcga_glioma/, hgnc/, lunar_reference/; None: bundled
+                 data_dir: str | Path | None = None, # data folder with tcga_glioma/, hgnc/, lunar_reference/; None: bundled
+                 mutations: pd.DataFrame | None = None, # `load_mutations`-like calls replacing the bundled MC3 table
+                 expression: pd.DataFrame | None = None # genes x samples replacing the bundled matrix (`omics_formats`)
                 ) -> GenomicDataset:
     "TCGA feature tables for the published LUNAR patients (`split='lunar'`) or every eligible patient (`'all'`)."
     if split not in ("lunar", "all"): raise InputError(f"split must be 'lunar' or 'all', got {split!r}")
     root = data_path() if data_dir is None else Path(data_dir)
     tg = root / "tcga_glioma"
     mapper = mapper or HGNCMapper(root / "hgnc" / "hgnc_all.tsv.gz")
-    muts, expr = load_mutations(tg / "mc3_mutations.tsv.gz"), load_expression(tg / "expression_pcna131_fpkm.tsv.gz")
+    muts = load_mutations(tg / "mc3_mutations.tsv.gz") if mutations is None else mutations
+    expr = load_expression(tg / "expression_pcna131_fpkm.tsv.gz") if expression is None else expression
     tables = dict(clinical=load_tcga_clinical(tg / "clinical_lgggbm_tcga_pub.tsv"), cdr=load_tcga_cdr(tg / "tcga_cdr_lgg_gbm.tsv"),
                   mutation_patients=muts["patient_id"].unique(), expression_patients=primary_samples(expr.columns))
     if split == "lunar":

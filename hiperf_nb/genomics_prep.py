@@ -417,9 +417,11 @@ class GenomicPreprocessor(BaseEstimator):
                  priority: Iterable[str] = LITERATURE_GENES, # literature genes
                  n_bootstraps: int = 100, # stability-selection bootstraps
                  mean_only: bool = True, # mean-only ComBat
-                 seed: int = 0 # stability-selection seed
+                 seed: int = 0, # stability-selection seed
+                 log_expression: bool = True # log2(x + 1) the expression first (False for data already on a log or z-score scale)
                 ):
         self.batches, self.priority, self.n_bootstraps, self.mean_only, self.seed = batches, priority, n_bootstraps, mean_only, seed
+        self.log_expression = log_expression
 
     def fit(self,
             tables: dict, # {"clinical": ..., "mutation": ..., "expression": ...}, DataFrames indexed by patient
@@ -435,7 +437,7 @@ class GenomicPreprocessor(BaseEstimator):
         yt = y.loc[train]
         self.clinical_ = ClinicalEncoder().fit(tables["clinical"].loc[train])
         self.mutation_ = mutation_pipeline(self.batches, self.priority, mean_only=self.mean_only).fit(tables["mutation"].loc[train], yt)
-        self.expression_ = expression_pipeline(self.batches, self.priority, mean_only=self.mean_only,
+        self.expression_ = expression_pipeline(self.batches, self.priority, log_base=2 if self.log_expression else None, mean_only=self.mean_only,
                                                n_bootstraps=self.n_bootstraps, seed=self.seed).fit(tables["expression"].loc[train], yt)
         return self
 

@@ -37,6 +37,7 @@ from .core import (Config, DataFormatError, HiperfWarning, InputError, MissingFi
                             atomic_write_text, data_path, figure_png, progress, seed_everything, to_json)
 from .core import data_dir as bundled_data_dir
 from .genomics import GenomicDataset, tcga_dataset
+from .omics_formats import tcga_datasets_from_files
 from .genomics_prep import GenomicPreprocessor
 from .metrics import (binary_metrics, calibration, corrected_resampled_ttest, markdown_table, stratified_bootstrap,
                                youden_threshold)
@@ -82,22 +83,24 @@ def fit_baseline(name: str, # one of `BASELINES`
 
 # %% ../nbs/18_lunar_bench.ipynb #91b77342
 def tcga_cv_dataset(lunar: GenomicDataset | None = None, # `tcga_dataset("lunar", data_dir=data_dir)` if already loaded
-                    data_dir: str | Path | None = None # data folder (see `tcga_dataset`); None: bundled
+                    data_dir: str | Path | None = None, # data folder (see `tcga_dataset`); None: bundled
+                    everyone: GenomicDataset | None = None # `tcga_dataset("all", data_dir=data_dir)` if already loaded
                    ) -> GenomicDataset:
     "The published LUNAR patients plus every other patient eligible under `tcga_dataset('all')` (201 with the bundled data)."
-    lun, alld = lunar or tcga_dataset("lunar", data_dir=data_dir), tcga_dataset("all", data_dir=data_dir)
+    lun, alld = lunar or tcga_dataset("lunar", data_dir=data_dir), everyone or tcga_dataset("all", data_dir=data_dir)
     extra = alld.cohort.index.difference(lun.cohort.index)
     cat = lambda a, b: pd.concat([a, b.loc[extra]])
     mut = pd.concat([lun.mutation, alld.mutation.loc[extra]]).fillna(0.0)
     return GenomicDataset(cat(lun.cohort, alld.cohort), cat(lun.clinical, alld.clinical), mut,
-                          cat(lun.expression, alld.expression), None)
+                          cat(lun.expression, alld.expression), None, expression_scale=lun.expression_scale, sources=lun.sources)
 
 def preprocess(ds: GenomicDataset, # cohort and raw modality tables
                train: Sequence[str], # training patients (every fitted step sees only these)
                splits: dict, # split name -> patients to transform (e.g. val, test, target)
                n_bootstraps: int = 100, # stability-selection bootstraps
                seed: int = 0, # stability-selection seed
-               labelled: Sequence[str] | None = None # splits that keep their labels (default: all); others get y=None
+               labelled: Sequence[str] | None = None, # splits that keep their labels (default: all); others get y=None
+               keep_preprocessor: bool = False # also return the fitted `GenomicPreprocessor` under "preprocessor"
               ) -> dict:
     "Fit the genomic preprocessing on `train`, transform every split: {'train': ModalityTensors, name: ModalityTensors ...}."
     train = list(train)
@@ -105,11 +108,13 @@ def preprocess(ds: GenomicDataset, # cohort and raw modality tables
     if absent: raise InputError(f"preprocess: patient(s) {absent[:10]} are not in the dataset")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HiperfWarning)  # unseen / small ComBat batches: expected for held-out sites
-        pre = GenomicPreprocessor(ds.batches, n_bootstraps=n_bootstraps, seed=seed).fit(ds.tables(), ds.y, train)
+        pre = GenomicPreprocessor(ds.batches, n_bootstraps=n_bootstraps, seed=seed,
+                                  log_expression=ds.expression_scale == "linear").fit(ds.tables(), ds.y, train)
         out = {"train": ModalityTensors.from_tables(pre.transform(ds.tables(), train), ds.y, train, "train")}
         for name, ids in splits.items():
             keep = labelled is None or name in labelled
             out[name] = ModalityTensors.from_tables(pre.transform(ds.tables(), list(ids)), ds.y if keep else None, list(ids), name)
+    if keep_preprocessor: out["preprocessor"] = pre
     return out
 
 # %% ../nbs/18_lunar_bench.ipynb #40c7e7da
@@ -226,8 +231,8 @@ class BenchmarkOptions(Config):
     cv_folds: int = 5 # folds per repetition
     n_boot: int = 1000 # bootstrap resamples for CIs
     n_bootstraps: int = 100 # stability-selection bootstraps in preprocessing
-    max_epochs: int = 60 # LUNAR epoch cap
-    patience: int = 8 # LUNAR early-stopping patience
+    max_epochs: int | None = None # LUNAR epoch cap (None: `LunarConfig`'s)
+    patience: int | None = None # LUNAR early-stopping patience (None: `LunarConfig`'s)
     sites: bool = True # run the held-out-site (GLASS stand-in) experiment
     site_models: tuple = ("LUNAR", "LUNAR-TA") # LUNAR models run with and without CORAL on the held-out sites
     shap_background: int = 64 # SHAP background rows (a seeded subset of the training rows)
@@ -237,7 +242,7 @@ class BenchmarkOptions(Config):
     @classmethod
     def quick(cls, seed: int = 0) -> "BenchmarkOptions":
         "A small configuration that finishes in about a minute on 2 CPU cores."
-        return cls(n_seeds=1, cv_repeats=0, n_boot=200, n_bootstraps=30, max_epochs=30, patience=6, sites=True, site_models=("LUNAR",),
+        return cls(n_seeds=1, cv_repeats=0, n_boot=200, n_bootstraps=30, sites=True, site_models=("LUNAR",),
                    shap_background=24, shap_steps=8, seed=seed)
 
 def gbm_site_split(ds: GenomicDataset, # the CV cohort (`tcga_cv_dataset`)
@@ -278,15 +283,18 @@ def lunar_benchmark(opts: BenchmarkOptions | None = None, # sizes (default: full
                     models: Sequence[str] = MODELS, # models to run
                     config: LunarConfig | None = None, # LUNAR hyperparameters
                     show_progress: bool | None = None, # progress bars
-                    data_dir: str | Path | None = None # data folder (tcga_glioma/, hgnc/, lunar_reference/); None: bundled
+                    data_dir: str | Path | None = None, # data folder (tcga_glioma/, hgnc/, lunar_reference/); None: bundled
+                    dataset_files: dict | None = None # a user's expression/mutation files: keyword arguments of `tcga_datasets_from_files`
                    ) -> dict:
     "Run the published-split, repeated-CV and held-out-site experiments; return predictions, metrics and tables."
     o = opts or BenchmarkOptions()
-    cfg = (config or LunarConfig()).replace(max_epochs=o.max_epochs, patience=o.patience)
+    cfg = (config or LunarConfig()).replace(**{k: getattr(o, k) for k in ("max_epochs", "patience") if getattr(o, k) is not None})
     seeds = [o.seed + i for i in range(o.n_seeds)]
     res, t_start = {"options": o.to_dict(), "config": cfg.to_dict()}, time.perf_counter()
     # 1. published split
-    ds = tcga_dataset("lunar", data_dir=data_dir)
+    dss = tcga_datasets_from_files(data_dir=data_dir, **dataset_files) if dataset_files else {}
+    ds = dss.get("lunar") or tcga_dataset("lunar", data_dir=data_dir)
+    res["sources"] = ds.sources
     data = preprocess(ds, ds.splits["train"], {"val": ds.splits["val"], "test": ds.splits["test"]}, o.n_bootstraps, o.seed)
     runs = run_models(data, models, seeds, cfg, keep_models=True, show_progress=show_progress)
     ev = evaluate_runs(runs, data, n_boot=o.n_boot, seed=o.seed)
@@ -294,7 +302,7 @@ def lunar_benchmark(opts: BenchmarkOptions | None = None, # sizes (default: full
     # 2. repeated CV
     cv_rows, cv_pred = [], []
     if o.cv_repeats > 0:
-        cds = tcga_cv_dataset(ds, data_dir)
+        cds = tcga_cv_dataset(ds, data_dir, dss.get("all"))
         folds = cds.cv_folds(o.cv_folds, o.cv_repeats, o.seed)
         for f, (tr, te) in enumerate(progress(folds, desc="CV folds", enabled=show_progress)):
             tr_, va_ = train_test_split(tr, test_size=0.15, stratify=cds.y[tr], random_state=o.seed + f)
@@ -311,7 +319,7 @@ def lunar_benchmark(opts: BenchmarkOptions | None = None, # sizes (default: full
     res["cv_predictions"] = pd.concat(cv_pred, ignore_index=True) if cv_pred else pd.DataFrame()
     # 3. held-out sites as the target domain
     if o.sites:
-        cds = cds if o.cv_repeats > 0 else tcga_cv_dataset(ds, data_dir)
+        cds = cds if o.cv_repeats > 0 else tcga_cv_dataset(ds, data_dir, dss.get("all"))
         sp = gbm_site_split(cds, o.seed)
         d = preprocess(cds, sp["train"], {k: sp[k] for k in ("val", "test", "target_a", "target_b", "target_test")}, o.n_bootstraps, o.seed,
                        labelled=("val", "test", "target_test"))
@@ -545,7 +553,8 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
               metrics_name: str = "metrics.json", # name of the JSON file with every number
               cv_repeats: int | None = None, # override the CV repetitions (default 5, quick 0)
               options: BenchmarkOptions | None = None, # full control of the sizes (overrides quick, n_seeds, cv_repeats)
-              models: Sequence[str] = MODELS # models to run (LUNAR models and baselines, `MODELS`)
+              models: Sequence[str] = MODELS, # models to run (LUNAR models and baselines, `MODELS`)
+              dataset_files: dict | None = None # a user's expression/mutation files (`tcga_datasets_from_files` keywords); None: bundled
              ) -> dict:
     "Train and evaluate every LUNAR model and baseline on real TCGA data; write tables, figures and metrics.json to `out_dir`."
     out = Path(out_dir)
@@ -557,7 +566,7 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
     ref = root / "lunar_reference"
     t0 = time.perf_counter()
     seed_everything(opts.seed)
-    res = lunar_benchmark(opts, models=models, show_progress=show_progress, data_dir=root)
+    res = lunar_benchmark(opts, models=models, show_progress=show_progress, data_dir=root, dataset_files=dataset_files)
     pub = published_results(folder=ref)
     paths = {}
     def write(files: dict):
@@ -569,7 +578,7 @@ def run_lunar(data_dir: str | Path | None = None, # hiperf_nb data folder (tcga_
     write(_site_files(res, opts))
     shap_files, shap_out = _shap_files(res, opts, ref); write(shap_files)  # every seed is `opts.seed`: `options` may replace it
     att_files, asum = _attention_files(res, opts.seed, ref); write(att_files)
-    metrics = {"options": res["options"], "config": res["config"], "seconds": time.perf_counter() - t0, "default_model": DEFAULT_MODEL,
+    metrics = {"options": res["options"], "config": res["config"], "seconds": time.perf_counter() - t0, "default_model": DEFAULT_MODEL, "sources": res["sources"],
                "test": _metrics_dict(res["split_metrics"]), "published_tcga": pub.to_dict(orient="index"),
                "cv": cvt.to_dict(orient="index") if not cvt.empty else {},
                "sites": _metrics_dict(res["site_metrics"]) if "site_metrics" in res else {},

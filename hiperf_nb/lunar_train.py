@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 # %% ../nbs/15_lunar_train.ipynb #0797db2a
 import numpy as np
@@ -59,6 +59,17 @@ class ModalityTensors:
         idx = torch.as_tensor(np.flatnonzero(idx) if np.asarray(idx).dtype == bool else np.asarray(idx), dtype=torch.long)
         return ModalityTensors(self.clinical[idx], self.expression[idx], self.mutation[idx],
                                None if self.y is None else self.y[idx], [self.ids[i] for i in idx.tolist()], self.features)
+
+    def without(self, modalities: Sequence[str], # modalities this patient set does not have, e.g. ("expression", "mutation")
+                reference: "ModalityTensors" # the training rows: an absent modality becomes their mean feature vector
+               ) -> "ModalityTensors":
+        "The same patients with `modalities` marked missing: every row holds the training mean (LUNAR's missing-modality input)."
+        bad = [m for m in modalities if m not in MODALITIES]
+        if bad: raise InputError(f"unknown modality {bad}; expected some of {list(MODALITIES)}")
+        _check_pair(reference, self, "reference")
+        t = dict(zip(MODALITIES, self.inputs))
+        for m in modalities: t[m] = getattr(reference, m).mean(0, keepdim=True).expand(len(self), -1).clone()
+        return ModalityTensors(t["clinical"], t["expression"], t["mutation"], self.y, list(self.ids), self.features)
 
     def frame(self) -> pd.DataFrame:
         "One flat patients x features table (modality blocks in order), e.g. for sklearn baselines."
@@ -108,14 +119,14 @@ TOKEN_GROUPINGS = ("chromosome_arm", "contiguous")
 
 @dataclass
 class LunarConfig(Config):
-    "Hyperparameters of LUNAR training (defaults: the published values where the paper or reference gives them)."
+    "Hyperparameters of LUNAR training (schedule defaults: chosen by nested CV, `bench/lunar_search.py`; `paper()`: the released ones)."
     variant: str = "default" # "default" or "paper"
     attention: str = "both" # "both", "self", "cross", "none"
-    max_epochs: int = 60 # upper bound on epochs (reference: 20)
-    patience: int = 8 # early-stopping patience in epochs (reference: 3)
+    max_epochs: int = 20 # upper bound on epochs (reference: 20; nested CV: early stopping always ends before 20)
+    patience: int = 3 # early-stopping patience in epochs (reference: 3; chosen by nested CV, bench/results/lunar_search.md)
     batch_size: int = 16 # source (and target) batch size (reference: 16)
     base_lr: float = 3e-4 # cyclical learning rate, lower bound (reference)
-    max_lr: float = 1e-3 # cyclical learning rate, upper bound (reference: 5e-4)
+    max_lr: float = 1e-3 # cyclical learning rate, upper bound (reference: 5e-4; 1e-3 chosen by nested CV)
     step_size_up: int = 36 # optimizer steps per half cycle (reference)
     gate_weight: float = 1e-4 # weight of the gate L1 penalty (reference)
     gate_penalty: str = "gate" # "gate" (L1 of gate values) or "weight" (reference: L1 of gate logits)
@@ -124,6 +135,7 @@ class LunarConfig(Config):
     weight_decay: float = 0.0 # Adam weight decay
     seed: int = 0 # seed of initialisation and batch order
     threads: int = 1 # torch CPU threads during training (0: leave as is)
+    missing_rate: float = 0.0 # per patient and genomic modality, chance of replacing its inputs by the training mean (modality dropout)
     tokens: str = "chromosome_arm" # feature tokens of the "default" variant: "chromosome_arm" (genes of one arm share a token) or "contiguous"
 
     @classmethod
@@ -140,6 +152,7 @@ class LunarConfig(Config):
         if self.batch_size < 2: raise InputError("LunarConfig.batch_size must be >= 2 (CORAL needs covariances)")
         if not 0 < self.base_lr <= self.max_lr: raise InputError(f"LunarConfig: need 0 < base_lr <= max_lr, got {self.base_lr}, {self.max_lr}")
         if self.gate_penalty not in ("gate", "weight"): raise InputError(f"LunarConfig.gate_penalty must be 'gate' or 'weight', got {self.gate_penalty!r}")
+        if not 0 <= self.missing_rate < 1: raise InputError(f"LunarConfig.missing_rate must be in [0, 1), got {self.missing_rate}")
         if self.tokens not in TOKEN_GROUPINGS: raise InputError(f"LunarConfig.tokens must be one of {TOKEN_GROUPINGS}, got {self.tokens!r}")
         return self
 
@@ -162,9 +175,14 @@ def lunar_for(data: ModalityTensors, # the training rows (their feature names de
     return make_lunar(*data.dims, variant=config.variant, attention=config.attention, **kw)
 
 # %% ../nbs/15_lunar_train.ipynb #c2de83b4
-def _losses(model, data: ModalityTensors, idx, class_w, cfg: LunarConfig, target: ModalityTensors | None, tidx):
-    "Weighted BCE, gate penalty and CORAL on one batch (target rows unlabelled)."
+def _losses(model, data: ModalityTensors, idx, class_w, cfg: LunarConfig, target: ModalityTensors | None, tidx,
+            fill: list | None = None, gen: torch.Generator | None = None):
+    "Weighted BCE, gate penalty and CORAL on one batch (target rows unlabelled); `fill`: modality dropout to the training means."
     x = [t[idx] for t in data.inputs]
+    if fill is not None:
+        for k in (1, 2):  # expression, mutation: missing for a `missing_rate` share of the rows
+            drop = torch.rand(len(idx), generator=gen) < cfg.missing_rate
+            x[k] = torch.where(drop[:, None], fill[k], x[k])
     y = data.y[idx]
     logits = model(*x)
     bce = F.binary_cross_entropy_with_logits(logits, y, weight=class_w[y.long()])
@@ -208,6 +226,7 @@ def train_lunar(train: ModalityTensors, # labelled source training rows
                                                   mode="triangular", base_momentum=0.8, max_momentum=0.9)
         best, best_state, best_epoch, bad, rows = math.inf, None, 0, 0, []
         tperm, tpos = None, 0
+        fill = [t.mean(0, keepdim=True) for t in train.inputs] if cfg.missing_rate > 0 else None  # training means only
         for epoch in progress(range(1, cfg.max_epochs + 1), desc=f"LUNAR-{cfg.variant}-{cfg.attention}", enabled=show_progress, leave=False):
             model.train()
             perm = torch.randperm(len(train), generator=gen)
@@ -219,7 +238,7 @@ def train_lunar(train: ModalityTensors, # labelled source training rows
                     if tperm is None or tpos + len(idx) > len(target):
                         tperm, tpos = torch.randperm(len(target), generator=gen), 0
                     tidx, tpos = tperm[tpos:tpos + len(idx)], tpos + len(idx)
-                bce, gate, coral = _losses(model, train, idx, class_w, cfg, target, tidx)
+                bce, gate, coral = _losses(model, train, idx, class_w, cfg, target, tidx, fill, gen)
                 opt.zero_grad()
                 (bce + gate + coral).backward()
                 if cfg.max_grad_norm: nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

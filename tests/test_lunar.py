@@ -399,3 +399,24 @@ def test_run_lunar_options_seed_is_the_seed_of_every_step(tmp_path):
     assert (tmp_path / "a" / "lunar_attention.csv").read_text() == (tmp_path / "b" / "lunar_attention.csv").read_text()
     assert "(seed 3)" in (tmp_path / "b" / "lunar_shap_importance.md").read_text()
     assert a["metrics"]["shap"] == b["metrics"]["shap"]
+
+
+def test_run_lunar_on_user_files_matches_the_bundled_run(tmp_path):
+    "The bundled expression written as a UCSC Xena log2(x + 1) matrix (symbols x -01 samples) runs the same pipeline to the same result."
+    from hiperf_nb.genomics import HGNCMapper, load_expression, primary_samples
+    expr = load_expression()
+    prim = primary_samples(expr.columns)  # patient -> primary sample column
+    sym = HGNCMapper().map(expr.index)["symbol"]
+    x = expr.loc[sym.notna().to_numpy(), list(prim.values())]
+    x.index, x.columns = sym.dropna().to_numpy(), [f"{p}-01" for p in prim]
+    x = x[~x.index.duplicated()]
+    path = tmp_path / "HiSeqV2"
+    np.log2(x + 1).rename_axis("sample").to_csv(path, sep="\t", float_format="%.17g")
+    tiny = BenchmarkOptions(n_seeds=1, cv_repeats=0, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2, sites=False,
+                            shap_background=6, shap_steps=2)
+    models = ("LUNAR-TA", "LogReg")
+    mine = run_lunar(out_dir=tmp_path / "mine", options=tiny, models=models, dataset_files={"expression": path})["metrics"]
+    ref = run_lunar(out_dir=tmp_path / "ref", options=tiny, models=models)["metrics"]
+    assert mine["sources"]["expression"]["format"] == "xena" and mine["sources"]["expression"]["file_scale"] == "log2"
+    for m in models:
+        assert mine["test"][m]["auroc"]["value"] == pytest.approx(ref["test"][m]["auroc"]["value"], abs=1e-9)
