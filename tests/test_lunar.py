@@ -253,7 +253,7 @@ def test_run_lunar_writes_everything_and_is_reproducible(tmp_path):
     names = {"lunar_test.csv", "lunar_test.md", "lunar_cv.csv", "lunar_cv.md", "lunar_cv_folds.csv", "lunar_sites.csv", "lunar_sites.md",
              "lunar_shap.csv", "lunar_shap_importance.md", "lunar_attention.csv", "lunar_attention.md", "lunar_roc_pr.png",
              "lunar_sites_roc_pr.png", "lunar_shap_summary.png", "lunar_attention.png", "metrics.json",
-             "lunar_cv_paired.csv", "lunar_calibration.csv", "lunar_cv_comparisons.md", "lunar_calibration.png"}
+             "lunar_cv_paired.csv", "lunar_calibration.csv", "lunar_cv_comparisons.md", "lunar_calibration.png", "lunar_cv_predictions.csv"}
     assert set(r1["paths"]) == names and all(Path(p).exists() for p in r1["paths"].values())
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert set(m["test"]) == set(models) and "published_tcga" in m and m["cv"] and m["sites"]
