@@ -453,7 +453,10 @@ def cv_comparisons(cv: pd.DataFrame, # per-fold rows (`lunar_benchmark(...)["cv"
             row |= {f"{metric}": m[metric].mean(), f"{metric} - ref": t["diff"], f"{metric} diff CI": f"{t['lo']:+.3f} to {t['hi']:+.3f}",
                     f"{metric} p": t["p_value"]}
         rows[name] = row | {"folds": len(m)}
-    return pd.DataFrame(rows).T.sort_values("auroc", ascending=False)
+    out = pd.DataFrame(rows).T
+    num = [c for c in out.columns if "CI" not in c]
+    out[num] = out[num].apply(pd.to_numeric)
+    return out.sort_values("auroc", ascending=False)
 
 def cv_calibration(predictions: pd.DataFrame, # out-of-fold predictions of every repeat (`lunar_benchmark(...)["cv_predictions"]`)
                    n_boot: int = 200, # patient-level bootstrap resamples for the CIs
