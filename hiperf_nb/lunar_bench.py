@@ -468,9 +468,10 @@ def cv_calibration(predictions: pd.DataFrame, # out-of-fold predictions of every
     draws = [rng.choice(patients, len(patients), replace=True) for _ in range(n_boot)]
     for name, g in predictions.groupby("model", sort=False):
         if not g["score"].between(0, 1).all(): continue  # a decision function (linear SVC), not a probability
-        point = calibration(g["y"], g["score"])
-        by = {p: r for p, r in g.groupby("patient")}
-        boot = pd.DataFrame([calibration(b["y"], b["score"]) for b in (pd.concat([by[p] for p in d]) for d in draws)])
+        y, score = g["y"].to_numpy(), g["score"].to_numpy()
+        point = calibration(y, score)
+        rows_of = g.groupby("patient").indices  # patient -> positions of its rows (one per repeat)
+        boot = pd.DataFrame([calibration(y[idx], score[idx]) for idx in (np.concatenate([rows_of[p] for p in d]) for d in draws)])
         rows[name] = {k: f"{point[k]:.3f} ({boot[k].quantile(0.025):.3f}-{boot[k].quantile(0.975):.3f})" for k in ("brier", "slope", "intercept")} \
             | {"mean predicted": round(point["mean_predicted"], 3), "observed rate": round(point["observed_rate"], 3)}
     return pd.DataFrame(rows).T.sort_values("brier")

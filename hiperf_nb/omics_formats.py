@@ -49,6 +49,17 @@ def read_header(path: str | Path # a tab-separated table, optionally .gz
     except (OSError, EOFError) as e: raise DataFormatError(f"{path}: cannot read ({e})") from None
     raise DataFormatError(f"{path}: no header line after the comment lines")
 
+def _header_for(path: Path, # the table
+                format: str | None, # a forced layout, or None to detect
+                formats: Sequence[str], # the layouts this kind of file can have
+                kind: str # "expression" or "mutation", for the message
+               ) -> list[str]:
+    "The table's header after checking that a forced `format` is one of `formats`."
+    cols = read_header(path)
+    if format is not None and format not in formats:
+        raise InputError(f"{kind} format must be one of {list(formats)} (or None to detect), got {format!r}")
+    return cols
+
 def default_scale(fmt: str, # a layout of `EXPRESSION_FORMATS`
                   path: str | Path # the file (its name may say "zscores")
                  ) -> tuple[str, str]:
@@ -64,9 +75,7 @@ def sniff_expression(path: str | Path, # a genes x samples expression table
                     ) -> dict:
     "Layout, gene id columns, sample columns and documented scale of an expression file, from its header alone."
     path = Path(path)
-    cols = read_header(path)
-    if format is not None and format not in EXPRESSION_FORMATS:
-        raise InputError(f"expression format must be one of {list(EXPRESSION_FORMATS)} (or None to detect), got {format!r}")
+    cols = _header_for(path, format, EXPRESSION_FORMATS, "expression")
     if format is None:
         if cols[0] in XENA_ID_COLUMNS: format = "xena"
         elif cols[0] == "entrez_id": format = "bundled"
@@ -175,9 +184,7 @@ def sniff_mutations(path: str | Path, # a MAF-like mutation table
                    ) -> dict:
     "Layout, sample column and whether a FILTER column exists, from the header alone."
     path = Path(path)
-    cols = read_header(path)
-    if format is not None and format not in MUTATION_FORMATS:
-        raise InputError(f"mutation format must be one of {list(MUTATION_FORMATS)} (or None to detect), got {format!r}")
+    cols = _header_for(path, format, MUTATION_FORMATS, "mutation")
     sample = {"maf": "Tumor_Sample_Barcode", "mc3": "Patient"}
     if format is None: format = "maf" if "Tumor_Sample_Barcode" in cols else "mc3" if "Patient" in cols else None
     missing = [c for c in (*MUTATION_COLUMNS, sample.get(format, "Tumor_Sample_Barcode")) if c not in cols]
