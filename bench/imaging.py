@@ -229,7 +229,8 @@ def stage_cv(work: Path, a) -> None:
     models = tuple(a.models.split(",")) if a.models else IDH_MODELS
     t0 = time.perf_counter()
     check_fingerprint(work, ("internal", "external"))
-    seeds = {m: (0,) if m in ONE_SEED else tuple(range(a.seeds)) for m in models}
+    idh_seeds = tuple(int(x) for x in a.only_seeds.split(",")) if a.only_seeds else tuple(range(a.seeds))
+    seeds = {m: (0,) if m in ONE_SEED else idh_seeds for m in models}
     run_benchmark(graph_dirs(work, "internal"), work / "cv" / "idh", ("idh",), models, external_dir=graph_dirs(work, "external"),
                   n_folds=a.folds, seeds=seeds, config=train_config(a), seed=0)
     other = tuple(a.other_tasks.split(",")) if a.other_tasks else () if a.models else ("codel", "grade")
@@ -496,6 +497,9 @@ def main():
     ap.add_argument("--n-ceiling", type=int, default=150, help="patients per scenario cohort for the ground-truth ceiling")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3, help="training seeds for IDH (1p/19q, grade and scenarios: 1)")
+    ap.add_argument("--only-seeds", default=None,
+                    help="comma-separated IDH seeds to train in this process (to share the seeds of one model between processes; "
+                         "the tables stage reads every seed on disk)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--models", default=None, help="comma-separated subset (to share the models between processes)")

@@ -3,7 +3,7 @@
 1. Runs `hiperf_nb.lunar_bench.run_lunar` (the function behind `hiperf lunar`): every LUNAR variant and baseline
    on the published 133/29/29 split (with bootstrap CIs, next to the published numbers), repeated stratified
    5-fold cross-validation on the 201-patient cohort (with fold-paired comparisons against clinical-only
-   logistic regression and the calibration of the out-of-fold probabilities), and the held-out-site (GLASS stand-in) CORAL experiment.
+   logistic regression and the calibration of the out-of-fold probabilities). CORAL on held-out sites and the cutoff: bench/lunar_robustness.py.
    Tables and figures go to bench/results/lunar_*.{csv,md,png} (and bench/results/lunar_metrics.json).
 2. Measures, on the published split's preprocessed features, the CPU training time per model (one seed,
    the benchmark's hyperparameters), the inference throughput (patients per second, batch = all 191
@@ -117,7 +117,7 @@ def main():
                   f"({o['n_seeds']} LUNAR seed(s), CV {o['cv_folds']}-fold x {o['cv_repeats']} repeats, {o['n_boot']} bootstrap "
                   f"resamples; 2 shared CPU cores, load average 4-7 from other jobs during the run). Tables and figures: "
                   f"`bench/results/lunar_*`; discussed in `nbs/14_lunar.ipynb` and `nbs/17_explain.ipynb`.", ""]
-        for name in ("lunar_test.md", "lunar_cv.md", "lunar_cv_comparisons.md", "lunar_sites.md"):
+        for name in ("lunar_test.md", "lunar_cv.md", "lunar_cv_comparisons.md", "lunar_sites_grouped.md", "lunar_cutoff.md"):
             p = RESULTS / name
             if p.exists(): lines += [p.read_text().strip(), ""]
     cost = cost_table()

@@ -38,7 +38,8 @@ from hiperf_nb.lunar_bench import tcga_cv_dataset
 from hiperf_nb.lunar_train import LunarConfig
 from hiperf_nb.lunar_robustness import (CUTOFFS, CUTOFF_MODELS, SITE_MODELS, coral_effect, cutoff_cv, cutoff_datasets,
                                         cutoff_folds, cutoff_table, cutoff_wide, fold_summary, label_changes,
-                                        leave_site_out, plot_cutoff, site_groups, site_table)
+                                        leave_site_out, plot_cutoff, site_groups, site_table,
+                                        source_agreement)
 from hiperf_nb.metrics import markdown_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -88,14 +89,18 @@ def write_cutoff(a, pred, changes, n_folds, secs, pending=()):
     write("lunar_cutoff.csv", tab.round(4).to_csv(index=False))
     wide = cutoff_wide(tab)
     lun = tab.pivot(index="cutoff", columns="model", values="auroc")
+    both, agree = source_agreement(sorted(changes.index))
     rng = {m: f"{lun[m].min():.3f}-{lun[m].max():.3f} (at {int(lun[m].idxmin())} / {int(lun[m].idxmax())} days)" for m in lun.columns}
     md = (f"**Sensitivity of AUROC to the early/late cutoff** (`python bench/lunar_robustness.py`, {secs / 60:.1f} min incl. cached "
           f"cells): the same {n_folds // a.repeats}-fold partition ({a.repeats} repeat(s); strata: the number of cutoffs at which "
           f"a patient is early) at every cutoff; preprocessing refit per fold and cutoff; one LUNAR seed per fold; mean fold AUROC "
-          f"with the corrected resampled t 95 % CI. The 27 TCGA patients that also appear in GLASS disagree on early/late between "
-          f"the two sources for about one in five, so labels near 390 days are fragile. First table: the cohort at each cutoff and "
-          f"the labels that changed since the previous one.\n\n"
-          + markdown_table(changes) + "\n\n" + markdown_table(wide) + "\n\n"
+          f"with the corrected resampled t 95 % CI. The {len(both)} TCGA patients that GLASS re-sequenced have a time to recurrence "
+          f"in both sources (median difference {both.difference.abs().median():.0f} days); {agree.loc[390, 'disagree']} of them "
+          f"({agree.loc[390, 'disagree rate']:.0%}) change label at 390 days between the two, so labels near the cutoff are fragile "
+          f"(`source_agreement`). First table: the cohort at each cutoff, the labels that changed since the previous one, and the "
+          f"TCGA/GLASS disagreements.\n\n"
+          + markdown_table(changes.assign(**{f"TCGA vs GLASS disagree (of {len(both)})": agree.disagree.astype(str)})) + "\n\n"
+          + markdown_table(wide) + "\n\n"
           f"Range of the mean fold AUROC over the cutoffs (lowest-highest, at which cutoff): " + "; ".join(f"{k} {v}" for k, v in rng.items()) + ".\n"
           + (f"\nNot run (CPU budget): {', '.join(pending)}.\n" if pending else ""))
     write("lunar_cutoff.md", md)

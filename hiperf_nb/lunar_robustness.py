@@ -8,7 +8,8 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['SITE_MODELS', 'CUTOFFS', 'CUTOFF_MODELS', 'site_groups', 'fold_summary', 'add_target_batches', 'target_combat',
            'split_target', 'site_fold', 'leave_site_out', 'site_table', 'coral_effect', 'cutoff_datasets',
-           'label_changes', 'cutoff_folds', 'cutoff_cv', 'cutoff_table', 'cutoff_wide', 'plot_cutoff']
+           'label_changes', 'cutoff_folds', 'source_agreement', 'cutoff_cv', 'cutoff_table', 'cutoff_wide',
+           'plot_cutoff']
 
 # %% ../nbs/18b_lunar_robustness.ipynb #6dcfecdd
 import copy
@@ -26,7 +27,8 @@ from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 # %% ../nbs/18b_lunar_robustness.ipynb #ea42340e
 from .core import HiperfWarning, InputError, data_path, progress
-from .genomics import GenomicDataset, HGNCMapper, load_expression, load_mutations, tcga_dataset
+from .genomics import (GenomicDataset, HGNCMapper, early_label, glass_patient_table, load_expression, load_mutations,
+                                load_tcga_cdr, load_tcga_clinical, tcga_dataset, tcga_patient_table)
 from .genomics_prep import ComBat, GenomicPreprocessor, _it_sol, _postmean
 from .metrics import (binary_metrics, corrected_resampled_ttest, delong_test, markdown_table, paired_bootstrap,
                                stratified_bootstrap, youden_threshold)
@@ -324,6 +326,24 @@ def cutoff_folds(datasets: dict, # cutoff -> GenomicDataset
     ids = np.asarray(common)
     rskf = RepeatedStratifiedKFold(n_splits=n_folds, n_repeats=repeats, random_state=seed)
     return [(k // n_folds, k % n_folds, sorted(ids[tr]), sorted(ids[te])) for k, (tr, te) in enumerate(rskf.split(ids, strata.to_numpy()))]
+
+# %% ../nbs/18b_lunar_robustness.ipynb #37c26df4
+def source_agreement(cutoffs: Sequence[int] = CUTOFFS, # early/late cutoffs in days
+                     data_dir: str | Path | None = None # data folder (tcga_glioma/, glass/); None: bundled
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "TCGA patients also in GLASS: (per patient: both TTRs, in days; per cutoff: patients with both TTRs and label disagreements)."
+    cutoffs = _check_cutoffs(cutoffs)
+    root = data_path() if data_dir is None else Path(data_dir)
+    glass = glass_patient_table(root / "glass", cutoff_days=None)
+    tg = root / "tcga_glioma"
+    tcga = tcga_patient_table(load_tcga_clinical(tg / "clinical_lgggbm_tcga_pub.tsv"), load_tcga_cdr(tg / "tcga_cdr_lgg_gbm.tsv"))
+    both = pd.DataFrame({"ttr_tcga": tcga["ttr_days"], "ttr_glass": glass.loc[glass.project == "TCGA", "ttr_days"]}).dropna()
+    both["difference"] = both.ttr_glass - both.ttr_tcga
+    rows = {c: {"patients": len(both),
+                "disagree": int((early_label(both.ttr_tcga, c) != early_label(both.ttr_glass, c)).sum())} for c in cutoffs}
+    per_cutoff = pd.DataFrame(rows).T.rename_axis("cutoff (days)")
+    per_cutoff["disagree rate"] = (per_cutoff.disagree / per_cutoff.patients).round(3)
+    return both.sort_index(), per_cutoff
 
 # %% ../nbs/18b_lunar_robustness.ipynb #1683a08b
 def cutoff_cv(datasets: dict, # cutoff -> GenomicDataset (`cutoff_datasets`)

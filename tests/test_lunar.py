@@ -18,7 +18,7 @@ from hiperf_nb.lunar_train import (LunarConfig, ModalityTensors, toy_tensors, tr
                                    load_lunar, modality_attention)
 from hiperf_nb.lunar_bench import (BenchmarkOptions, DEFAULT_MODEL, model_config, published_results, preprocess, run_models, fit_baseline,
                                    baseline_model, lunar_benchmark, split_table, cv_table, tcga_cv_dataset,
-                                   gbm_site_split, run_lunar, MODELS)
+                                   run_lunar, MODELS)
 from hiperf_nb.explain import shap_values, modality_importance, attention_summary
 from hiperf_nb.genomics import tcga_dataset
 
@@ -214,49 +214,40 @@ def test_published_rows_train_with_the_released_schedule():
     assert (t.variant, t.attention, t.max_epochs, t.tokens) == ("default", "both", 60, "chromosome_arm")
 
 
-def test_cv_cohort_and_site_split():
+def test_cv_cohort():
     ds = tcga_cv_dataset()
     assert len(ds.cohort) == 201 and ds.cohort.index.is_unique  # 191 published + 10 more eligible with a primary-tumour expression sample
     assert set(tcga_dataset("lunar").cohort.index) <= set(ds.cohort.index)
-    sp = gbm_site_split(ds)
-    tgt = set(sp["target_a"]) | set(sp["target_b"])
-    assert len(tgt) == 38 and not tgt & (set(sp["train"]) | set(sp["val"]) | set(sp["test"]))
-    assert (ds.cohort.loc[list(tgt), "grade"] == 4).all()
 
 
 def test_benchmark_smoke_is_deterministic_and_leak_free():
-    o = BenchmarkOptions(n_seeds=1, cv_repeats=1, cv_folds=3, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2, sites=True,
-                         site_models=("LUNAR",))
+    o = BenchmarkOptions(n_seeds=1, cv_repeats=1, cv_folds=3, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2)
     models = ("LUNAR-TA", "LUNAR", "LogReg", "Clinical-LogReg")
     a = lunar_benchmark(o, models=models, show_progress=False)
     b = lunar_benchmark(o, models=models, show_progress=False)
-    for k in ("split_metrics", "site_metrics"):
-        for name in a[k]:
-            pd.testing.assert_frame_equal(a[k][name], b[k][name])
+    for name in a["split_metrics"]:
+        pd.testing.assert_frame_equal(a["split_metrics"][name], b["split_metrics"][name])
     pd.testing.assert_frame_equal(a["cv"].drop(columns="seconds"), b["cv"].drop(columns="seconds"))
     assert len(a["cv"]) == 3 * len(models)
     assert {len(v) for k, v in a["split_data"].items()} == {133, 29}
     t = split_table(a["split_metrics"], published_results())
     assert t.loc["LUNAR", "pub auroc"] == "0.828" and t.loc["LUNAR-TA", "pub auroc"] == "-" and t.loc["Clinical-LogReg", "pub auroc"] == "-"
     assert not cv_table(a["cv"]).empty
-    # target rows: unlabelled for training, labelled for evaluation only
-    d = a["site_data"]
-    assert d["target_a"].y is None and d["target_b"].y is None and d["target_test"].y is not None
 
 
 def test_run_lunar_writes_everything_and_is_reproducible(tmp_path):
-    tiny = BenchmarkOptions(n_seeds=1, cv_repeats=1, cv_folds=3, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2, sites=True,
-                            site_models=("LUNAR",), shap_background=6, shap_steps=2)
+    tiny = BenchmarkOptions(n_seeds=1, cv_repeats=1, cv_folds=3, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2,
+                            shap_background=6, shap_steps=2)
     models = ("LUNAR-TA", "LUNAR-NAtt", "LUNAR", "LogReg", "XGBoost", "Clinical-LogReg")
     r1 = run_lunar(out_dir=tmp_path / "a", options=tiny, models=models, seed=0)
     r2 = run_lunar(out_dir=tmp_path / "b", options=tiny, models=models, seed=0)
-    names = {"lunar_test.csv", "lunar_test.md", "lunar_cv.csv", "lunar_cv.md", "lunar_cv_folds.csv", "lunar_sites.csv", "lunar_sites.md",
+    names = {"lunar_test.csv", "lunar_test.md", "lunar_cv.csv", "lunar_cv.md", "lunar_cv_folds.csv",
              "lunar_shap.csv", "lunar_shap_importance.md", "lunar_attention.csv", "lunar_attention.md", "lunar_roc_pr.png",
-             "lunar_sites_roc_pr.png", "lunar_shap_summary.png", "lunar_attention.png", "metrics.json",
+             "lunar_shap_summary.png", "lunar_attention.png", "metrics.json",
              "lunar_cv_paired.csv", "lunar_calibration.csv", "lunar_cv_comparisons.md", "lunar_calibration.png", "lunar_cv_predictions.csv"}
     assert set(r1["paths"]) == names and all(Path(p).exists() for p in r1["paths"].values())
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert set(m["test"]) == set(models) and "published_tcga" in m and m["cv"] and m["sites"]
+    assert set(m["test"]) == set(models) and "published_tcga" in m and m["cv"] and "sites" not in m
     strip = lambda d: {k: v for k, v in d.items() if k not in ("seconds", "train_seconds", "cv")}
     assert json.dumps(strip(r1["metrics"]), sort_keys=True) == json.dumps(strip(r2["metrics"]), sort_keys=True)
     assert not list((tmp_path / "a").glob(".*.tmp"))  # atomic writes leave no temporaries
@@ -288,7 +279,7 @@ def test_run_lunar_reads_the_data_folder_it_is_given(tmp_path, monkeypatch):
     monkeypatch.setattr(hiperf_nb.core, "data_dir", no_bundled)
     monkeypatch.setattr(hiperf_nb.lunar_bench, "bundled_data_dir", no_bundled)
     monkeypatch.delenv("HIPERF_DATA", raising=False)
-    tiny = BenchmarkOptions(n_seeds=1, cv_repeats=0, n_boot=20, n_bootstraps=5, max_epochs=1, patience=1, sites=False)
+    tiny = BenchmarkOptions(n_seeds=1, cv_repeats=0, n_boot=20, n_bootstraps=5, max_epochs=1, patience=1)
     r = run_lunar(data_dir=d, out_dir=tmp_path / "out", options=tiny, models=("LogReg",))
     assert r["metrics"]["published_tcga"]["LUNAR"]["auroc"] == 0.5
     assert "HIPERF_DATA" not in os.environ  # the folder travels as an argument, not through the environment
@@ -391,7 +382,7 @@ def test_bad_explain_and_run_inputs(toy, toy_model, tmp_path):
 
 def test_run_lunar_options_seed_is_the_seed_of_every_step(tmp_path):
     "With `options`, its seed drives training, SHAP and attention; the `seed` argument is then ignored everywhere."
-    tiny = BenchmarkOptions(seed=3, n_seeds=1, cv_repeats=0, n_boot=10, n_bootstraps=3, max_epochs=1, patience=1, sites=False,
+    tiny = BenchmarkOptions(seed=3, n_seeds=1, cv_repeats=0, n_boot=10, n_bootstraps=3, max_epochs=1, patience=1,
                             shap_background=4, shap_steps=2)
     a = run_lunar(out_dir=tmp_path / "a", options=tiny, models=("LUNAR",), seed=0)
     b = run_lunar(out_dir=tmp_path / "b", options=tiny, models=("LUNAR",), seed=11)
@@ -412,7 +403,7 @@ def test_run_lunar_on_user_files_matches_the_bundled_run(tmp_path):
     x = x[~x.index.duplicated()]
     path = tmp_path / "HiSeqV2"
     np.log2(x + 1).rename_axis("sample").to_csv(path, sep="\t", float_format="%.17g")
-    tiny = BenchmarkOptions(n_seeds=1, cv_repeats=0, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2, sites=False,
+    tiny = BenchmarkOptions(n_seeds=1, cv_repeats=0, n_boot=20, n_bootstraps=5, max_epochs=2, patience=2,
                             shap_background=6, shap_steps=2)
     models = ("LUNAR-TA", "LogReg")
     mine = run_lunar(out_dir=tmp_path / "mine", options=tiny, models=models, dataset_files={"expression": path})["metrics"]

@@ -13,8 +13,8 @@ from hiperf_nb.genomics_prep import GenomicPreprocessor, fitted_state, same_stat
 from hiperf_nb.lunar_bench import tcga_cv_dataset
 from hiperf_nb.lunar_train import LunarConfig
 from hiperf_nb.lunar_robustness import (add_target_batches, cutoff_cv, cutoff_datasets, cutoff_folds, cutoff_table,
-                                        fold_summary, label_changes, leave_site_out, site_fold, site_groups, split_target,
-                                        target_combat)
+                                        fold_summary, label_changes, leave_site_out, site_fold, site_groups, source_agreement,
+                                        split_target, target_combat)
 
 warnings.simplefilter("ignore", HiperfWarning)
 pytestmark = pytest.mark.filterwarnings("ignore::hiperf_nb.core.HiperfWarning")
@@ -135,3 +135,13 @@ def test_cutoff_sensitivity_small(ds):
     assert sorted(t.cutoff) == [330, 450] and ((t.lo <= t.auroc) & (t.auroc <= t.hi)).all()
     raises_with(InputError, lambda: cutoff_cv(dss, f[:1], ("Clinical-LogReg",), cutoffs=(390,)), "390")
     raises_with(InputError, lambda: cutoff_cv(dss, f[:1], ("Lasso",)), "Lasso")
+
+
+def test_source_agreement_counts_tcga_glass_label_disagreements():
+    both, agree = source_agreement((300, 390, 500))
+    # the 27 TCGA patients GLASS re-sequenced, each with a time to recurrence in both sources
+    assert len(both) == 27 and both.index.str.startswith("TCGA-").all() and both.notna().all().all()
+    for c in (300, 390, 500):
+        assert agree.loc[c, "disagree"] == int(((both.ttr_tcga < c) != (both.ttr_glass < c)).sum())
+    assert agree.loc[390, "disagree"] == 5  # about one in five, as the issue reported
+    raises_with(InputError, lambda: source_agreement((10,)), "10")
