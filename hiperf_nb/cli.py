@@ -6,16 +6,17 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['DefaultsHelpFormatter', 'add_command', 'add_config_options', 'add_signature_options', 'config_from_args',
-           'param_default', 'format_case_summary', 'image_summary', 'cmd_info', 'add_info_command', 'cmd_phantom',
-           'add_phantom_command', 'cmd_train_vqvae', 'cmd_build_graphs', 'add_graph_commands', 'cmd_train_hgnn',
-           'cmd_predict', 'add_hgnn_commands', 'lunar_dataset_files', 'cmd_lunar', 'cmd_demo',
-           'add_lunar_demo_commands', 'build_parser', 'main']
+__all__ = ['PARALLEL_OPTIONS', 'PARALLEL_CUSTOM', 'DefaultsHelpFormatter', 'add_command', 'add_config_options',
+           'add_signature_options', 'config_from_args', 'param_default', 'format_case_summary', 'image_summary',
+           'cmd_info', 'add_info_command', 'cmd_phantom', 'add_phantom_command', 'cmd_train_vqvae', 'cmd_build_graphs',
+           'add_graph_commands', 'cmd_train_hgnn', 'cmd_predict', 'add_hgnn_commands', 'lunar_dataset_files',
+           'cmd_lunar', 'cmd_demo', 'add_lunar_demo_commands', 'build_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #97eb7329
 import argparse
 import inspect
 import json
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -28,6 +29,7 @@ from fastcore.docments import docments
 # %% ../nbs/20_cli.ipynb #f737b23d
 import hiperf_nb
 from .core import HiperfError, HiperfWarning, InputError, atomic_write_bytes, atomic_write_text, figure_png
+from .distributed import launch_env, save_on_main
 from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, STRUCTURAL_NORMS, IMAGE_EXTENSIONS
 from .dsc import TIC_NORMS
 from .vqvae import ALIGN_MODES, CODEBOOKS, VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
@@ -192,12 +194,23 @@ def add_info_command(sub # the `add_subparsers()` object of `build_parser`
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 # %% ../nbs/20_cli.ipynb #f61ebcf8
+PARALLEL_OPTIONS = ("n_jobs", "scheduler", "memory_limit") # the per-case commands' parallel options (`parallel.map_cases`)
+PARALLEL_CUSTOM = dict(n_jobs=dict(flag="--jobs"), # how the CLI spells them
+    scheduler=dict(metavar="ADDRESS", help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (`dask scheduler`); "
+                   "its workers do the work and --jobs/--memory-limit do not apply (default: --jobs local workers)"),
+    memory_limit=dict(metavar="SIZE", help="memory limit of each local worker process, e.g. 4GB; auto: the machine's memory shared "
+                      "equally; none: no limit"))
+
+def _parallel_args(args) -> dict:
+    "The keyword arguments of `PARALLEL_OPTIONS` from parsed options."
+    return {k: getattr(args, k) for k in PARALLEL_OPTIONS}
+
 def cmd_phantom(args) -> int:
     "Simulate a phantom cohort into `args.out` and print where it is."
     if args.n < 1: raise InputError(f"--n must be a positive number of patients, got {args.n}")
     if args.seed < 0: raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
     cases = simulate_cohort(args.n, site=args.site, seed=args.seed, out_dir=args.out, zoom=args.zoom, overwrite=args.overwrite,
-                            scenario=args.scenario)
+                            scenario=args.scenario, **_parallel_args(args))
     print(f"{len(cases)} {args.site} phantom case(s) written to {args.out} (manifest: {Path(args.out) / 'manifest.csv'})")
     return 0
 
@@ -224,6 +237,7 @@ def add_phantom_command(sub # the `add_subparsers()` object of `build_parser`
         zoom=dict(choices=zooms, help=f"in-plane downsampling of the {sx} mm template grid ("
                   + ", ".join(f"{z}: {z * sx:.1f} x {z * sy:.1f} x {sz:g} mm" for z in zooms) + ")"),
         scenario=dict(choices=SCENARIOS))
+    add_signature_options(ph, simulate_cohort, PARALLEL_OPTIONS, **PARALLEL_CUSTOM)
 
 # %% ../nbs/20_cli.ipynb #0103f8d9
 def cmd_train_vqvae(args) -> int:
@@ -242,7 +256,7 @@ def cmd_train_vqvae(args) -> int:
           f"lengths {sorted(bank.groups)}", file=sys.stderr)
     model, hist = train_vqvae(bank, cfg, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                               device=args.device)
-    out = save_vqvae(model, args.out, hist)
+    out = save_on_main(save_vqvae, model, args.out, hist)  # under torchrun: rank 0 writes, the others wait
     last = next(h for h in hist if h["kept"])  # the state train_vqvae returns
     print(f"{out}: loss {last['loss']:.4f} (L1 {last['recon_loss']:.4f}), codebook usage {last['usage']:.0%}, perplexity {last['perplexity']:.2f}, "
           f"{last['sequences_used']} code sequences in use (perplexity {last['sequence_perplexity']:.2f})")
@@ -252,7 +266,7 @@ def cmd_build_graphs(args) -> int:
     "Encode a cohort with a frozen VQ-VAE and build one hierarchical graph per case."
     cases = find_cases(args.manifest)
     model = load_vqvae(args.vqvae)
-    df = build_graphs(cases, model, args.out, config_from_args(GraphConfig, args), n_jobs=args.n_jobs, force=args.force)
+    df = build_graphs(cases, model, args.out, config_from_args(GraphConfig, args), force=args.force, **_parallel_args(args))
     for r in df[df.status == "failed"].itertuples(): print(f"hiperf: error: {r.patient_id}: {r.error}", file=sys.stderr)
     counts = df.status.value_counts()
     ok = df[df.status != "failed"]
@@ -282,7 +296,7 @@ def add_graph_commands(sub # the `add_subparsers()` object of `build_parser`
     bg.add_argument("manifest", help="manifest CSV or folder of case folders")
     bg.add_argument("--vqvae", required=True, help="checkpoint from train-vqvae")
     bg.add_argument("--out", required=True, help="output folder (one .pt + .json per case, graphs.csv)")
-    add_signature_options(bg, build_graphs, ("n_jobs", "force"), n_jobs=dict(flag="--jobs"))
+    add_signature_options(bg, build_graphs, ("force",) + PARALLEL_OPTIONS, **PARALLEL_CUSTOM)
     add_config_options(bg, GraphConfig, exclude=("crop_mm", "crop_shape"), delta_unit=dict(choices=DELTA_UNITS),
                        structural_norm=dict(choices=STRUCTURAL_NORMS), fine_partition=dict(choices=FINE_PARTITIONS))
 
@@ -436,6 +450,8 @@ def main(argv: list[str] | None = None # arguments (default: sys.argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr); return 2
+    env = launch_env()
+    if env is not None and env.rank > 0: sys.stdout = open(os.devnull, "w")  # under torchrun only rank 0 prints results
     try: return args.func(args)
     except HiperfError as e:
         print(f"hiperf: error: {e}", file=sys.stderr); return 1

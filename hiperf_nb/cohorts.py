@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['COHORT_MIX', 'COHORT_PREFIX', 'write_phantom_case', 'cohort_labels', 'iter_cohort', 'simulate_cohort']
+__all__ = ['COHORT_MIX', 'COHORT_PREFIX', 'write_phantom_case', 'cohort_labels', 'cohort_specs', 'iter_cohort', 'simulate_cohort']
 
 # %% ../nbs/04a_cohorts.ipynb #7227fdda
 import json
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 # %% ../nbs/04a_cohorts.ipynb #ef8c90c3
-from .core import InputError, progress
+from .core import InputError, atomic_write_text, progress
+from .parallel import map_cases
 from .io import Case, write_manifest, save_nifti, STRUCTURAL_CHANNELS
 from .phantom import SITES, PhantomCase, simulate_case
 
@@ -32,7 +33,7 @@ def write_phantom_case(pc: PhantomCase, # a simulated case
                                    description=f"hiperf_nb phantom TE={pc.protocol.te_s * 1000:g}")}
     side = {"RepetitionTime": pc.protocol.tr_s, "EchoTime": pc.protocol.te_s, "FlipAngle": pc.protocol.flip_deg,
             "MagneticFieldStrength": pc.protocol.field_t, "hiperf_phantom": {"site": pc.labels["site"], "preload": pc.protocol.preload}}
-    (folder / "dsc.json").write_text(json.dumps(side, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(folder / "dsc.json", json.dumps(side, indent=1, sort_keys=True) + "\n")
     for i, c in enumerate(STRUCTURAL_CHANNELS): paths[c] = save_nifti(raw["struct"][..., i], aff, folder / f"{c}.nii.gz")
     paths["tumor_mask"] = save_nifti((raw["hab"] > 0).astype(np.uint8), aff, folder / "tumor_mask.nii.gz")
     paths["brain_mask"] = save_nifti(raw["brain"].astype(np.uint8), aff, folder / "brain_mask.nii.gz")
@@ -63,6 +64,17 @@ def cohort_labels(n: int, # number of patients
     return [labels[i] for i in order]
 
 # %% ../nbs/04a_cohorts.ipynb #adcfbb62
+def cohort_specs(n: int, # number of patients
+                 site: str = "internal", # "internal" or "external"
+                 seed: int = 0, # cohort seed (labels and every case)
+                 start: int = 0 # first patient index
+                ) -> list:
+    "The `simulate_case` arguments (labels, site, case seed, patient ID) of patients `start`..`n - 1` of a cohort."
+    labels = cohort_labels(n, site, seed)
+    prefix = COHORT_PREFIX[site]
+    return [dict(idh=labels[i][0], codel=labels[i][1], grade=labels[i][2], site=site, patient_id=f"{prefix}-{i + 1:04d}",
+                 seed=int(np.random.SeedSequence([int(seed), i, 7]).generate_state(1)[0])) for i in range(start, n)]
+
 def iter_cohort(n: int, # number of patients
                 site: str = "internal", # "internal" or "external"
                 seed: int = 0, # cohort seed (labels and every case)
@@ -71,15 +83,13 @@ def iter_cohort(n: int, # number of patients
                 scenario: str = "both" # one of `SCENARIOS`: where the class signal lives
                ):
     "Yield the `PhantomCase`s of a cohort one at a time, in memory: nothing is written, so a cohort of thousands needs no 4D disk space."
-    labels = cohort_labels(n, site, seed)
-    prefix = COHORT_PREFIX[site]
-    for i in range(start, n):
-        idh, codel, grade = labels[i]
-        case_seed = int(np.random.SeedSequence([int(seed), i, 7]).generate_state(1)[0])
-        yield simulate_case(idh, codel, grade, site=site, seed=case_seed, zoom=zoom, patient_id=f"{prefix}-{i + 1:04d}",
-                            scenario=scenario)
+    for spec in cohort_specs(n, site, seed, start): yield simulate_case(**spec, zoom=zoom, scenario=scenario)
 
 # %% ../nbs/04a_cohorts.ipynb #f414c3c8
+def _simulate_and_write(spec: dict, out: Path, zoom: int, scenario: str) -> Case:
+    "Simulate one patient of `cohort_specs` and write its case folder under `out`."
+    return write_phantom_case(simulate_case(**spec, zoom=zoom, scenario=scenario), out / spec["patient_id"])
+
 def simulate_cohort(n: int, # number of patients
                     site: str = "internal", # "internal" or "external"
                     seed: int = 0, # cohort seed (labels and every case)
@@ -87,7 +97,10 @@ def simulate_cohort(n: int, # number of patients
                     zoom: int = 1, # grid: in-plane downsampling of the 1.8 mm template (1: clinical 1.8 x 1.8 x 5 mm)
                     overwrite: bool = False, # replace an existing cohort in out_dir
                     show_progress: bool | None = None, # progress bar (default: HIPERF_PROGRESS)
-                    scenario: str = "both" # where the class signal lives: "both", or only "perfusion" or "structure" (positive controls)
+                    scenario: str = "both", # where the class signal lives: "both", or only "perfusion" or "structure" (positive controls)
+                    n_jobs: int = 1, # worker processes (1: in this process; -1: one per core)
+                    scheduler: str | None = None, # address of an existing Dask scheduler ("tcp://host:8786", or a `distributed.Client`)
+                    memory_limit: str | None = "auto" # per local worker process, e.g. "4GB"
                    ) -> list:
     "Simulate `n` patients of a site and write case folders plus `manifest.csv`; returns the `Case`s."
     if out_dir is None: raise InputError("out_dir is required: the folder the cohort is written to")
@@ -95,7 +108,8 @@ def simulate_cohort(n: int, # number of patients
     manifest = out / "manifest.csv"
     if manifest.exists() and not overwrite: raise InputError(f"{manifest}: a cohort already exists there; pass overwrite=True or another out_dir")
     if out.exists() and not out.is_dir(): raise InputError(f"{out}: out_dir exists and is not a folder")
-    cases = [write_phantom_case(pc, out / pc.loaded.patient_id)
-             for pc in progress(iter_cohort(n, site, seed, zoom, scenario=scenario), desc=f"phantom {site}", total=n, enabled=show_progress)]
-    write_manifest(cases, manifest)
+    if n_jobs != 1 or scheduler is not None: out = out.absolute()  # workers may run elsewhere
+    cases = map_cases(_simulate_and_write, cohort_specs(n, site, seed), dict(out=out, zoom=zoom, scenario=scenario), jobs=n_jobs,
+                      scheduler=scheduler, memory_limit=memory_limit, desc=f"phantom {site}", show_progress=show_progress)
+    write_manifest(cases, manifest)  # last: a cohort without its manifest is incomplete
     return cases

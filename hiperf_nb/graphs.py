@@ -27,7 +27,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from joblib import Parallel, delayed
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import label as label_regions
@@ -36,7 +35,8 @@ from torch_geometric.data import HeteroData
 
 # %% ../nbs/06_graphs.ipynb #e9535814
 from .core import (Config, HiperfError, HiperfWarning, InputError, ShapeMismatchError, DataFormatError, MissingFileError,
-                            atomic_write_text, cpu_threads, load_checkpoint, progress, save_checkpoint)
+                            atomic_write_text, load_checkpoint, progress, save_checkpoint)
+from .parallel import map_cases
 from .io import HABITATS, STRUCTURAL_NORMS, Case, LoadedCase, load_case, normalize_structural
 from .dsc import delta_r2s, extract_tics, normalize_tics, resample_time
 from .vqvae import VQVAE, encode_case, sequence_components
@@ -503,16 +503,23 @@ def graph_key(case: Case, config: GraphConfig, model_hash: str) -> str:
              "labels": case.labels, "config": config.to_dict(), "model": model_hash, "version": 3}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
-def _build_one(case: Case, model: VQVAE, out_dir: Path, config: GraphConfig, model_hash: str, force: bool, threads: int) -> dict:
-    "Build (or reuse) one case's graph; never raises for bad input."
-    with cpu_threads(threads or None): return _build_case(case, model, out_dir, config, model_hash, force)
-
 # %% ../nbs/06_graphs.ipynb #fc33ff12
+def _failed_row(case: Case, error: str = "") -> dict:
+    return {"patient_id": case.patient_id, "status": "failed", "graph": None, "n_coarse": None, "n_fine": None, "seconds": 0.0, "error": error}
+
+def _lost_row(case: Case, err: BaseException) -> dict:
+    "The row of a case whose task kept killing its Dask workers (`map_cases`' `on_lost`)."
+    return _failed_row(case, f"the worker building this case died repeatedly (out of memory or a crash; {type(err).__name__}): "
+                             "raise --memory-limit or build it alone")
+
 def _build_case(case: Case, model: VQVAE, out_dir: Path, config: GraphConfig, model_hash: str, force: bool) -> dict:
-    row = {"patient_id": case.patient_id, "status": "failed", "graph": None, "n_coarse": None, "n_fine": None, "seconds": 0.0, "error": ""}
+    "Build (or reuse) one case's graph and sidecar; a row of the build log, never an exception for bad input."
+    row = _failed_row(case)
     t0 = time.perf_counter()
     try:
         gp, meta = out_dir / f"{case.patient_id}.pt", out_dir / f"{case.patient_id}.json"
+        for stale in [*out_dir.glob(f".{gp.name}.*.tmp"), *out_dir.glob(f".{meta.name}.*.tmp")]:
+            stale.unlink(missing_ok=True)  # a temporary left by a worker killed mid-write
         key = graph_key(case, config, model_hash)
         if not force and gp.exists() and meta.exists():
             m = json.loads(meta.read_text())
@@ -536,9 +543,11 @@ def build_graphs(cases: Sequence[Case], # the cohort
                  model: VQVAE, # trained VQ-VAE (frozen)
                  out_dir: str | Path, # where graphs, sidecars and graphs.csv go
                  config: GraphConfig | None = None, # graph options
-                 n_jobs: int = 1, # parallel worker processes (-1: all cores)
+                 n_jobs: int = 1, # worker processes (1: in this process; -1: one per core)
                  force: bool = False, # rebuild even when the cache key matches
-                 show_progress: bool | None = None # progress bar
+                 show_progress: bool | None = None, # progress bar
+                 scheduler: str | None = None, # address of an existing Dask scheduler ("tcp://host:8786", or a `distributed.Client`); None: local
+                 memory_limit: str | None = "auto" # per local worker process, e.g. "4GB" ("auto": the machine's memory shared equally)
                 ) -> pd.DataFrame:
     "Build the hierarchical graphs of a cohort (cached, parallel, failures reported); returns one row per case."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -547,9 +556,9 @@ def build_graphs(cases: Sequence[Case], # the cohort
     if len(set(ids)) != len(ids): raise InputError(f"duplicate patient IDs in the cohort: {sorted({i for i in ids if ids.count(i) > 1})}")
     mh = model_digest(model)
     model = model.cpu().eval()
-    threads = 1 if n_jobs != 1 else 0
-    jobs = (delayed(_build_one)(c, model, out_dir, cfg, mh, force, threads) for c in cases)
-    rows = list(progress(Parallel(n_jobs=n_jobs, return_as="generator")(jobs), "graphs", total=len(cases), enabled=show_progress))
+    if n_jobs != 1 or scheduler is not None: out_dir = out_dir.absolute()  # workers may run in another folder or machine
+    rows = map_cases(_build_case, cases, dict(model=model, out_dir=out_dir, config=cfg, model_hash=mh, force=force), jobs=n_jobs,
+                     scheduler=scheduler, memory_limit=memory_limit, desc="graphs", show_progress=show_progress, on_lost=_lost_row)
     df = pd.DataFrame(rows)
     ok = df[df.status != "failed"]
     index = pd.DataFrame({"patient_id": ok.patient_id, "graph": ok.graph})

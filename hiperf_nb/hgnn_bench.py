@@ -271,7 +271,7 @@ def paper_table(long: pd.DataFrame, # `run_benchmark` results
         label = DATASET_LABELS[ds] + (f" ({int(r.folds.iloc[0])}-fold, out-of-fold)" if ds == "test" and r.folds.iloc[0] > 1 else "")
         row = {"Dataset": label, "Task": task, "Model": MODEL_LABELS.get(model, model), "n": int(r.n.iloc[0]),
                **{names[m]: format_ci(r.loc[m], 2 if m != "auroc" else 3) for m in metrics if m in r.index}}
-        if r.seeds.iloc[0] > 1: row["AUC per seed (mean ± sd)"] = f"{r.seed_auroc_mean.iloc[0]:.3f} ± {r.seed_auroc_sd.iloc[0]:.3f} (n={int(r.seeds.iloc[0])})"
+        if r.seeds.iloc[0] > 1 and ds == "test": row["AUC per seed (mean ± sd)"] = f"{r.seed_auroc_mean.iloc[0]:.3f} ± {r.seed_auroc_sd.iloc[0]:.3f} (n={int(r.seeds.iloc[0])})"
         rows.append(row)
     return markdown_table(pd.DataFrame(rows).fillna("-"), index=False)
 

@@ -34,6 +34,8 @@ from torch_geometric.loader import DataLoader
 from .core import (Config, DataFormatError, InputError, ManifestError, MissingFileError, atomic_write_text,
                             cpu_threads, eval_mode, load_checkpoint, save_checkpoint, get_device, progress,
                             seed_everything)
+from .distributed import (all_gather_objects, broadcast_object, distributed_sampler, get_rank, init_distributed,
+                                   is_distributed, restore_rng, rng_entries, save_on_main, wrap_ddp)
 from .graphs import HierGraph
 from .hgnn import HGNN, HGNN_VARIANTS, PerfGAT, StructuralCNN, degree_histogram
 from .metrics import classification_metrics
@@ -280,7 +282,7 @@ def fit(model: nn.Module, # from `make_model`
        ) -> tuple[nn.Module, pd.DataFrame]:
     "Train with weighted cross-entropy, AdamW and early stopping; returns the best model (eval mode) and the history."
     cfg = config or TrainConfig()
-    dev = get_device(cfg.device)
+    dev = init_distributed(cfg.device)  # `get_device`, unless torchrun launched this process
     with cpu_threads(1 if deterministic and dev.type == "cpu" else None):
         return _fit(model, train, val, cfg, dev, out_dir, resume, show_progress)
 
@@ -290,7 +292,8 @@ def _resumable(config: dict | None) -> dict | None:
     return None if config is None else {k: v for k, v in config.items() if k != "device"}
 
 def _fit(model, train, val, cfg, dev, out_dir, resume, show_progress):
-    seed_everything(cfg.seed)
+    ddp = is_distributed()  # launched by torchrun: the hooks below; a plain process runs what it always ran
+    seed_everything(cfg.seed + get_rank())  # every rank draws its own dropout masks
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = class_weights(train.y, n_classes(train.task)).to(dev)
@@ -304,35 +307,41 @@ def _fit(model, train, val, cfg, dev, out_dir, resume, show_progress):
             if _resumable(ck.get("config")) != _resumable(cfg.to_dict()) or ck.get("kind") != model_kind(model):
                 raise InputError(f"{last}: a run with other options is there; use another out_dir or resume=False")
             model.load_state_dict(ck["state_dict"]); opt.load_state_dict(ck["optimizer"])
-            state = ck["state"]; torch.set_rng_state(ck["rng"])
+            state = ck["state"]; restore_rng(ck, dev)
     sign = 1.0 if cfg.monitor == "val_loss" else -1.0
     inputs = model_inputs(model_kind(model), train.graphs)
+    net = wrap_ddp(model, dev)  # the DDP wrapper trains; `model` (the same weights) validates and is saved
     for epoch in progress(range(state["epoch"], cfg.epochs), f"training {model_kind(model)}", total=cfg.epochs - state["epoch"], enabled=show_progress):
         if state["bad"] >= cfg.patience: break
-        model.train()
-        total = 0.0
-        for b in _loader(inputs, cfg.batch_size, True, cfg.seed * 1000 + epoch):
+        net.train()
+        total, seen = 0.0, 0
+        batches = (DataLoader(inputs, batch_size=cfg.batch_size, sampler=distributed_sampler(inputs, cfg.seed, epoch)) if ddp
+                   else _loader(inputs, cfg.batch_size, True, cfg.seed * 1000 + epoch))
+        for b in batches:
             b = b.to(dev)
             opt.zero_grad()
-            loss = F.cross_entropy(model(b), b.y, weight=weights)
+            loss = F.cross_entropy(net(b), b.y, weight=weights)
             loss.backward(); opt.step()
-            total += loss.item() * b.num_graphs
+            total += loss.item() * b.num_graphs; seen += b.num_graphs
         vl, va = _epoch_metrics(model, val, weights, dev)
-        state["history"].append({"epoch": epoch + 1, "train_loss": total / len(train), "val_loss": vl, "val_auc": va})
+        if ddp:  # the mean over every rank's graphs; rank 0's validation numbers decide on every rank
+            total, seen = map(sum, zip(*all_gather_objects((total, seen))))
+            vl, va = broadcast_object((vl, va))
+        state["history"].append({"epoch": epoch + 1, "train_loss": total / (seen if ddp else len(train)), "val_loss": vl, "val_auc": va})
         score = sign * (vl if cfg.monitor == "val_loss" else va)
         if state["best_score"] is None or score < state["best_score"] - 1e-6:
             state.update(best_score=score, bad=0, best={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                          best_epoch=epoch + 1)
         else: state["bad"] += 1
         state["epoch"] = epoch + 1
-        if out is not None:
-            save_checkpoint({"kind": model_kind(model), "config": cfg.to_dict(), "state": state, "state_dict": model.state_dict(),
-                             "optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, out / "last.pt")
+        if out is not None:  # rank 0 writes, every rank waits for it
+            save_on_main(save_checkpoint, {"kind": model_kind(model), "config": cfg.to_dict(), "state": state, "state_dict": model.state_dict(),
+                                           "optimizer": opt.state_dict(), **rng_entries(dev)}, out / "last.pt")
     model.load_state_dict(state["best"]); model.eval()
     hist = pd.DataFrame(state["history"])
     if out is not None:
-        save_model(model, out / "best.pt", task=train.task, best_epoch=state.get("best_epoch"), config=cfg.to_dict())
-        atomic_write_text(out / "history.csv", hist.to_csv(index=False))
+        save_on_main(lambda: (save_model(model, out / "best.pt", task=train.task, best_epoch=state.get("best_epoch"), config=cfg.to_dict()),
+                              atomic_write_text(out / "history.csv", hist.to_csv(index=False))))
     return model, hist
 
 # %% ../nbs/09_train.ipynb #57df4a48

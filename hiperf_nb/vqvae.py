@@ -35,6 +35,7 @@ from torch import nn, Tensor
 # %% ../nbs/05_vqvae.ipynb #6c650346
 from .core import (Config, HiperfError, HiperfWarning, InputError, DataFormatError, seed_everything,
                             get_device, progress, cpu_threads, eval_mode, load_checkpoint, save_checkpoint)
+from .distributed import all_gather_objects, broadcast_module, get_world_size, init_distributed, is_distributed, rank_shard, wrap_ddp
 from .io import Case, LoadedCase, load_case
 from .dsc import baseline_window, extract_tics, resample_time, normalize_tics
 
@@ -370,7 +371,7 @@ def train_vqvae(tics_source: TICBank | Iterable[np.ndarray], # a `TICBank` or pe
                ) -> tuple[VQVAE, list[dict]]:
     "Train a TIC VQ-VAE; returns the kept model (eval mode, on CPU) and the per-period history; warns if the codebook collapsed."
     if (epochs if steps is None else steps) < 1: raise InputError(f"train for at least one epoch or step, got epochs={epochs}, steps={steps}")
-    dev = get_device(device)
+    dev = init_distributed(device)  # `get_device`, unless torchrun launched this process
     with cpu_threads(1 if deterministic and dev.type == "cpu" else None):
         model, history = _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress)
     reasons = collapse_reasons(next(h for h in history if h["kept"]))
@@ -392,25 +393,29 @@ def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, 
     bank = tics_source if isinstance(tics_source, TICBank) else TICBank(tics_source, seed=seed)
     model = VQVAE(config).to(dev)
     _check_preprocessing(bank, model.config)
+    ddp, net = is_distributed(), wrap_ddp(model, dev)  # under torchrun `net` is the DDP wrapper that trains `model`
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    per_epoch = bank.n_batches(batch_size)
+    per_epoch = math.ceil(bank.n_batches(batch_size) / get_world_size())  # steps per pass over all curves (by all ranks)
     total, period = (epochs * per_epoch, per_epoch) if steps is None else (steps, MONITOR_STEPS)
-    batches = (xb for epoch in itertools.count() for xb in bank.batches(batch_size, epoch))
+    batches = (xb for epoch in itertools.count() for xb in rank_shard(bank.batches(batch_size, epoch)))
     history, kept, step = [], None, 0
     bar = progress(range(math.ceil(total / period)), "VQ-VAE", enabled=show_progress)
     for p in bar:
-        model.train()
+        net.train()
         sums = {"loss": 0.0, "recon_loss": 0.0, "codebook_loss": 0.0, "commitment_loss": 0.0}
         codes, n = [], 0
         for _ in range(min(period, total - step)):
             xb = next(batches)
-            out = model(torch.from_numpy(xb).to(dev))
+            out = net(torch.from_numpy(xb).to(dev))
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
             for k in sums: sums[k] += out[k].item() * len(xb)
             codes.append(out["codes"].cpu().numpy().astype(np.int32))
             n += len(xb); step += 1
+        if ddp:  # every rank's losses and codes on every rank: same statistics, kept state and revivals everywhere
+            parts = all_gather_objects((sums, n, np.concatenate(codes)))
+            sums, n, codes = {k: sum(q[0][k] for q in parts) for k in sums}, sum(q[1] for q in parts), [q[2] for q in parts]
         rec = {k: v / n for k, v in sums.items()}
         codes = np.concatenate(codes)
         rec.update(codebook_stats(codes, model.config.n_codes), epoch=step // per_epoch, steps=step)
@@ -419,6 +424,7 @@ def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, 
             kept = (rec["loss"], healthy, len(history), copy.deepcopy(model.state_dict()))
         # no revival after the last period: a revived entry that is never trained would only add noise to the codes
         rec["reset_codes"] = _reset_dead_codes(model, bank, codes, seed + p, dev) if step < total else 0
+        if ddp: broadcast_module(model.quantizer)  # rank 0's codebook (with its revived entries) on every rank
         history.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", seq_ppl=f"{rec['sequence_perplexity']:.2f}")
     if not kept[1]: kept = (history[-1]["loss"], False, len(history) - 1, model.state_dict())  # never healthy: the last state
