@@ -250,7 +250,7 @@ def cmd_train_vqvae(args) -> int:
         cases = training_cases(cases, load_splits(args.splits), args.splits)
     cfg = config_from_args(VQVAEConfig, args)
     bank, failed = tics_from_cases(cases, norm=cfg.norm, max_per_case=args.max_per_case, resample_tr_s=cfg.resample_tr_s,
-                                   seed=args.seed, align=cfg.align)
+                                   seed=args.seed, align=cfg.align, n_jobs=args.n_jobs, scheduler=args.scheduler, memory_limit=args.memory_limit)
     for pid, err in failed.items(): print(f"hiperf: error: {pid}: {err}", file=sys.stderr)
     print(f"training on {len(bank):,} curves from {bank.n_cases} case(s){' (training patients of ' + args.splits + ')' if args.splits else ''}, "
           f"lengths {sorted(bank.groups)}", file=sys.stderr)
@@ -289,6 +289,7 @@ def add_graph_commands(sub # the `add_subparsers()` object of `build_parser`
     add_signature_options(tv, train_vqvae, ("epochs", "steps", "batch_size", "lr", "seed", "device"),
                           lr=dict(help="Adam learning rate (paper: 1e-5 for 100 epochs)"))
     add_signature_options(tv, tics_from_cases, ("max_per_case",))
+    add_signature_options(tv, tics_from_cases, PARALLEL_OPTIONS, **PARALLEL_CUSTOM)
     add_config_options(tv, VQVAEConfig, resample_tr_s=dict(flag="--resample-tr", metavar="SECONDS"),
                        codebooks=dict(choices=CODEBOOKS), norm=dict(choices=TIC_NORMS), align=dict(choices=ALIGN_MODES))
     bg = add_command(sub, "build-graphs", cmd_build_graphs, "build hierarchical tumour graphs for a cohort",

@@ -35,6 +35,7 @@ from torch import nn, Tensor
 # %% ../nbs/05_vqvae.ipynb #6c650346
 from .core import (Config, HiperfError, HiperfWarning, InputError, DataFormatError, seed_everything,
                             get_device, progress, cpu_threads, eval_mode, load_checkpoint, save_checkpoint)
+from .parallel import map_cases
 from .distributed import all_gather_objects, broadcast_module, get_world_size, init_distributed, is_distributed, rank_shard, wrap_ddp
 from .io import Case, LoadedCase, load_case
 from .dsc import baseline_window, extract_tics, resample_time, normalize_tics
@@ -496,30 +497,43 @@ def encode_case(model: VQVAE, # trained VQ-VAE
     codes, lat = model.encode(tics, tr_s=loaded.tr_s, batch_size=batch_size)
     return codes, lat, coords
 
+def _case_curves(case: Case, norm: str, resample_tr_s: float | None, align: str) -> np.ndarray | str:
+    "One case's prepared training curves, or why the case cannot be read (one task of `tics_from_cases`)."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HiperfWarning)
+            lc = load_case(case, nonfinite="exclude")
+        t, _ = extract_tics(lc.dsc, lc.mask, norm=norm)
+        return prepare_tics(t, lc.tr_s, norm, resample_tr_s, align)
+    except HiperfError as e: return str(e)
+
 def tics_from_cases(cases: Sequence[Case], # cases with DSC series and tumour masks
                     norm: str = "zscore", # TIC normalisation (match the model's `norm`)
                     max_per_case: int | None = 5000, # curves kept per case (random subset)
                     resample_tr_s: float | None = None, # put every case on this TR (match the model's)
                     seed: int = 0, # subsampling seed
                     show_progress: bool | None = None, # progress bar
-                    align: str = "none" # bolus alignment, "none" or "case" (match the model's `align`)
+                    align: str = "none", # bolus alignment, "none" or "case" (match the model's `align`)
+                    n_jobs: int = 1, # worker processes (1: in this process, one case in memory at a time; -1: one per core)
+                    scheduler: str | None = None, # address of an existing Dask scheduler ("tcp://host:8786", or a `distributed.Client`)
+                    memory_limit: str | None = "auto" # per local worker process, e.g. "4GB"
                    ) -> tuple[TICBank, dict[str, str]]:
     "A `TICBank` of training curves from many cases, prepared as `encode_case` prepares them, and the cases that failed with why."
     if align not in ALIGN_MODES: raise InputError(f"align must be one of {ALIGN_MODES}, got {align!r}")
-    def arrays():
-        for case in progress(cases, "loading curves", enabled=show_progress):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", HiperfWarning)
-                    lc = load_case(case, nonfinite="exclude")
-                t, _ = extract_tics(lc.dsc, lc.mask, norm=norm)
-                yield prepare_tics(t, lc.tr_s, norm, resample_tr_s, align)
-            except HiperfError as e:
-                failed[case.patient_id] = str(e)
-                warnings.warn(f"skipping patient {case.patient_id}: {e}", HiperfWarning)
+    shared = dict(norm=norm, resample_tr_s=resample_tr_s, align=align)
+    if n_jobs == 1 and scheduler is None:  # streamed: one case's full curves in memory at a time
+        curves = (_case_curves(c, **shared) for c in progress(cases, "loading curves", enabled=show_progress))
+    else:  # over Dask workers: every case's curves arrive, in cohort order, before the bank subsamples them as above
+        curves = map_cases(_case_curves, cases, shared, jobs=n_jobs, scheduler=scheduler, memory_limit=memory_limit,
+                           desc="loading curves", show_progress=show_progress)
     failed: dict[str, str] = {}
-    bank = TICBank(arrays(), max_per_case=max_per_case, seed=seed,
-                   preprocessing={"norm": norm, "resample_tr_s": resample_tr_s, "align": align})
+    def arrays():
+        for case, c in zip(cases, curves):
+            if isinstance(c, str):
+                failed[case.patient_id] = c
+                warnings.warn(f"skipping patient {case.patient_id}: {c}", HiperfWarning)
+            else: yield c
+    bank = TICBank(arrays(), max_per_case=max_per_case, seed=seed, preprocessing=shared)
     return bank, failed
 
 # %% ../nbs/05_vqvae.ipynb #71824d0a

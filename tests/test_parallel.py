@@ -126,3 +126,13 @@ def test_one_job_starts_no_cluster(cohort, model, serial, tmp_path, monkeypatch)
     assert map_cases(lambda x, k: seen.append(os.getpid()) or x + k, [1, 2], {"k": 1}) == [2, 3]
     assert seen == [os.getpid()] * 2
     with pytest.raises(AssertionError, match="cluster was started"): map_cases(abs, [1, -2], jobs=2)
+
+
+def test_training_curves_over_workers_equal_the_streamed_ones(cohort, client):
+    "`tics_from_cases` over 2 workers: the same bank (curves, subsample, order) and the same failures as the streamed serial path."
+    d, cases, broken = cohort
+    serial, failed_s = tics_from_cases(cases + [broken], max_per_case=300, show_progress=False)
+    over, failed_w = tics_from_cases(cases + [broken], max_per_case=300, show_progress=False, scheduler=client)
+    assert failed_s.keys() == failed_w.keys() == {"BAD"} and "nope.nii.gz" in failed_w["BAD"]
+    assert serial.groups.keys() == over.groups.keys() and serial.n_cases == over.n_cases == N
+    for T in serial.groups: assert (serial.groups[T] == over.groups[T]).all()
