@@ -518,8 +518,6 @@ def _build_case(case: Case, model: VQVAE, out_dir: Path, config: GraphConfig, mo
     t0 = time.perf_counter()
     try:
         gp, meta = out_dir / f"{case.patient_id}.pt", out_dir / f"{case.patient_id}.json"
-        for stale in [*out_dir.glob(f".{gp.name}.*.tmp"), *out_dir.glob(f".{meta.name}.*.tmp")]:
-            stale.unlink(missing_ok=True)  # a temporary left by a worker killed mid-write
         key = graph_key(case, config, model_hash)
         if not force and gp.exists() and meta.exists():
             m = json.loads(meta.read_text())
@@ -559,6 +557,9 @@ def build_graphs(cases: Sequence[Case], # the cohort
     if n_jobs != 1 or scheduler is not None: out_dir = out_dir.absolute()  # workers may run in another folder or machine
     rows = map_cases(_build_case, cases, dict(model=model, out_dir=out_dir, config=cfg, model_hash=mh, force=force), jobs=n_jobs,
                      scheduler=scheduler, memory_limit=memory_limit, desc="graphs", show_progress=show_progress, on_lost=_lost_row)
+    ours = {f"{pid}.{ext}" for pid in ids for ext in ("pt", "json")}
+    for tmp in out_dir.glob(".*.tmp"):  # one listing for the cohort: temporaries of writers killed mid-write (atomic_write_*)
+        if tmp.name[1:-4].rsplit(".", 1)[0] in ours: tmp.unlink(missing_ok=True)
     df = pd.DataFrame(rows)
     ok = df[df.status != "failed"]
     index = pd.DataFrame({"patient_id": ok.patient_id, "graph": ok.graph})
