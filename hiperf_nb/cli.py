@@ -8,9 +8,10 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['PARALLEL_OPTIONS', 'PARALLEL_CUSTOM', 'DefaultsHelpFormatter', 'add_command', 'add_config_options',
            'add_signature_options', 'config_from_args', 'param_default', 'format_case_summary', 'image_summary',
-           'cmd_info', 'add_info_command', 'cmd_phantom', 'add_phantom_command', 'cmd_train_vqvae', 'cmd_build_graphs',
-           'add_graph_commands', 'cmd_train_hgnn', 'cmd_predict', 'add_hgnn_commands', 'lunar_dataset_files',
-           'cmd_lunar', 'cmd_demo', 'add_lunar_demo_commands', 'build_parser', 'main']
+           'cmd_info', 'add_info_command', 'cmd_phantom', 'add_phantom_command', 'cmd_prepare', 'add_prepare_command',
+           'cmd_train_vqvae', 'cmd_build_graphs', 'add_graph_commands', 'cmd_train_hgnn', 'cmd_predict',
+           'add_hgnn_commands', 'lunar_dataset_files', 'cmd_lunar', 'cmd_demo', 'add_lunar_demo_commands',
+           'build_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #97eb7329
 import argparse
@@ -29,8 +30,10 @@ from fastcore.docments import docments
 # %% ../nbs/20_cli.ipynb #f737b23d
 import hiperf_nb
 from .core import HiperfError, HiperfWarning, InputError, atomic_write_bytes, atomic_write_text, figure_png
-from .distributed import launch_env, save_on_main
-from .io import find_cases, load_case, read_image, STRUCTURAL_CHANNELS, STRUCTURAL_NORMS, IMAGE_EXTENSIONS
+from .distributed import is_main_process, launch_env, save_on_main
+from .io import find_cases, load_case, read_image, read_manifest, STRUCTURAL_CHANNELS, STRUCTURAL_NORMS, IMAGE_EXTENSIONS
+from .prepare import PREPARE_GRIDS, TRANSFORMS, prepare_cases
+from .dicom import ROLES as DICOM_ROLES, classify_series, convert_dicom, dicom_series, series_listing
 from .dsc import TIC_NORMS
 from .vqvae import ALIGN_MODES, CODEBOOKS, VQVAEConfig, train_vqvae, save_vqvae, load_vqvae, tics_from_cases
 from .graphs import DELTA_UNITS, FINE_PARTITIONS, GraphConfig, build_graphs
@@ -239,6 +242,70 @@ def add_phantom_command(sub # the `add_subparsers()` object of `build_parser`
         scenario=dict(choices=SCENARIOS))
     add_signature_options(ph, simulate_cohort, PARALLEL_OPTIONS, **PARALLEL_CUSTOM)
 
+# %% ../nbs/20_cli.ipynb #097b6e88
+def _roles(pairs: list[str] | None) -> dict | None:
+    "--role ROLE=SERIES pairs as `convert_dicom`'s roles (SERIES: a series number or SeriesInstanceUID; 'none' leaves the role out)."
+    if not pairs: return None
+    roles = {}
+    for text in pairs:
+        role, sep, series = text.partition("=")
+        if not sep or role not in DICOM_ROLES or not series:
+            raise InputError(f"--role takes ROLE=SERIES with ROLE one of {', '.join(DICOM_ROLES)} (SERIES: a series number, a "
+                             f"SeriesInstanceUID, or none), got {text!r}")
+        roles[role] = None if series.lower() == "none" else int(series) if series.isdigit() else series
+    return roles
+
+def cmd_prepare(args) -> int:
+    "Convert DICOM exams (with --dicom), then motion-correct and co-register every case into `args.out`."
+    out = Path(args.out)
+    if args.dicom:
+        if len(args.inputs) > 1 and (args.patient_id or args.role):
+            raise InputError("--patient-id and --role apply to one exam; convert several exams one call each")
+        cases, failed, converted = [], 0, out / "converted"
+        for folder in args.inputs:
+            try:
+                table = classify_series(dicom_series(folder), _roles(args.role))
+                print(f"{folder}:\n{series_listing(table)}", file=sys.stderr)
+                pid = args.patient_id or next(iter(sorted(set(table.patient_id) - {""})), None)
+                earlier = [c for c in (read_manifest(converted / "manifest.csv") if (converted / "manifest.csv").exists() else []) if c.patient_id == pid]
+                cases.append(earlier[0] if earlier and not args.overwrite else  # converted by an earlier run: a re-run resumes
+                             convert_dicom(folder, converted, patient_id=args.patient_id, roles=_roles(args.role), overwrite=args.overwrite))
+            except HiperfError as e:
+                print(f"hiperf: error: {e}", file=sys.stderr); failed += 1
+    else:
+        if len(args.inputs) > 1: raise InputError("give one manifest or cohort folder (several inputs are for --dicom exams)")
+        cases, failed = find_cases(args.inputs[0]), 0
+    done, status = prepare_cases(cases, out, transform=args.transform, motion=args.motion, grid=args.grid, max_fd_mm=args.max_fd_mm,
+                                 seed=args.seed, overwrite=args.overwrite, **_parallel_args(args))
+    for r in status[status.status == "failed"].itertuples(): print(f"hiperf: error: {r.patient_id}: {r.error}", file=sys.stderr)
+    for c in done:
+        report = json.loads((out / c.patient_id / "prepare.json").read_text())
+        regs = ", ".join(f"{k} {v['rotation_deg']:.1f} deg/{v['shift_mm']:.1f} mm" for k, v in report.get("registrations", {}).items())
+        mo = report.get("motion")
+        print(f"{c.patient_id}: " + "; ".join(filter(None, [regs and f"registered {regs}", mo and
+              f"DSC motion max FD {mo['max_fd_mm']:.2f} mm, {mo['flagged']} of {mo['frames']} frames flagged"])))
+    counts = status.status.value_counts()
+    failed += counts.get("failed", 0)
+    print(f"{out / 'manifest.csv'}: {counts.get('prepared', 0)} prepared, {counts.get('kept', 0)} kept, {failed} failed")
+    return 1 if failed else 0
+
+def add_prepare_command(sub # the `add_subparsers()` object of `build_parser`
+                       ):
+    "Add `hiperf prepare`: options and defaults from `prepare_cases`."
+    pr = add_command(sub, "prepare", cmd_prepare, "motion-correct and co-register real exams (NIfTI cases or DICOM with --dicom)",
+                     "Correct DSC head motion, co-register T1CE to the DSC reference and T1/T2/FLAIR to T1CE (SimpleITK, "
+                     "mutual information), and write prepared case folders with transforms, motion tables, QC figures and "
+                     "manifest.csv. With --dicom, each input is one exam's DICOM folder, converted with dcm2niix first.")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="manifest CSV, case folder or folder of case folders; with --dicom: DICOM exam folders")
+    pr.add_argument("--out", required=True, metavar="DIR", help="output folder (prepared case folders + manifest.csv; converted DICOM in DIR/converted)")
+    pr.add_argument("--dicom", action="store_true", help="inputs are DICOM folders, one exam each")
+    pr.add_argument("--role", action="append", metavar="ROLE=SERIES", help="with --dicom: use this series for a role (dsc, t1, t1ce, "
+                    "t2, flair; SERIES: series number or SeriesInstanceUID; none: leave the role out); repeat per role (default: from the headers)")
+    pr.add_argument("--patient-id", default=None, help="with --dicom: the case's patient ID (default: the DICOM PatientID)")
+    add_signature_options(pr, prepare_cases, ("transform", "motion", "grid", "max_fd_mm", "seed", "overwrite"),
+                          transform=dict(choices=TRANSFORMS), grid=dict(choices=PREPARE_GRIDS), max_fd_mm=dict(flag="--max-fd", metavar="MM"))
+    add_signature_options(pr, prepare_cases, PARALLEL_OPTIONS, **PARALLEL_CUSTOM)
+
 # %% ../nbs/20_cli.ipynb #0103f8d9
 def cmd_train_vqvae(args) -> int:
     "Train the TIC VQ-VAE on a cohort's tumour curves and save a checkpoint."
@@ -255,7 +322,7 @@ def cmd_train_vqvae(args) -> int:
     print(f"training on {len(bank):,} curves from {bank.n_cases} case(s){' (training patients of ' + args.splits + ')' if args.splits else ''}, "
           f"lengths {sorted(bank.groups)}", file=sys.stderr)
     model, hist = train_vqvae(bank, cfg, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              device=args.device)
+                              device=args.device, out_dir=args.out_dir, resume=args.resume)
     out = save_on_main(save_vqvae, model, args.out, hist)  # under torchrun: rank 0 writes, the others wait
     last = next(h for h in hist if h["kept"])  # the state train_vqvae returns
     print(f"{out}: loss {last['loss']:.4f} (L1 {last['recon_loss']:.4f}), codebook usage {last['usage']:.0%}, perplexity {last['perplexity']:.2f}, "
@@ -288,6 +355,8 @@ def add_graph_commands(sub # the `add_subparsers()` object of `build_parser`
                          "not exist; pass the same file to train-hgnn --splits (default: every case)")
     add_signature_options(tv, train_vqvae, ("epochs", "steps", "batch_size", "lr", "seed", "device"),
                           lr=dict(help="Adam learning rate (paper: 1e-5 for 100 epochs)"))
+    add_signature_options(tv, train_vqvae, ("out_dir", "resume"), out_dir=dict(flag="--checkpoint-dir", metavar="DIR",
+                          help="folder for the training state (last.pt after every period); the same command again resumes from it (default: none kept)"))
     add_signature_options(tv, tics_from_cases, ("max_per_case",))
     add_signature_options(tv, tics_from_cases, PARALLEL_OPTIONS, **PARALLEL_CUSTOM)
     add_config_options(tv, VQVAEConfig, resample_tr_s=dict(flag="--resample-tr", metavar="SECONDS"),
@@ -330,6 +399,7 @@ def cmd_train_hgnn(args) -> int:
         if external is not None: raise InputError("--external with --partition-graphs: evaluate the external site with `hiperf predict` per model")
     run_benchmark(graphs, args.out, tasks, models, external_dir=external, splits=splits, n_folds=args.n_folds, seeds=seeds,
                   config=cfg, n_boot=args.n_boot, seed=cfg.seed)
+    if not is_main_process(): return 0  # under torchrun rank 0 wrote the results; it alone draws and prints them
     lay = BenchmarkLayout(args.out)
     for t in tasks:
         if t != "grade": atomic_write_bytes(lay.roc(t), figure_png(plot_roc(lay.root, t)))
@@ -400,7 +470,8 @@ def cmd_lunar(args) -> int:
 
 def cmd_demo(args) -> int:
     "Run the end-to-end demo and print where the report is."
-    report = run_demo(args.out, quick=args.quick, force=args.force, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    report = run_demo(args.out, quick=args.quick, force=args.force, seed=args.seed, log=lambda m: print(m, file=sys.stderr),
+                      **_parallel_args(args))
     print(report)
     return 0
 
@@ -431,6 +502,7 @@ def add_lunar_demo_commands(sub # the `add_subparsers()` object of `build_parser
     add_signature_options(de, run_demo, ("quick", "out", "force", "seed"), out=dict(metavar="DIR"),
                           quick=dict(help=f"small cohorts and few epochs: {QUICK.n_internal} + {QUICK.n_external} patients, "
                                      f"up to {QUICK.hgnn_epochs} epochs (a few minutes on 2 cores)"))
+    add_signature_options(de, run_demo, PARALLEL_OPTIONS, **PARALLEL_CUSTOM)
 
 # %% ../nbs/20_cli.ipynb #41ee38e3
 def build_parser() -> argparse.ArgumentParser:
@@ -441,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=DefaultsHelpFormatter)
     p.add_argument("--version", action="version", version=f"hiperf_nb {hiperf_nb.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (add_info_command, add_phantom_command, add_graph_commands, add_hgnn_commands, add_lunar_demo_commands): add(sub)
+    for add in (add_info_command, add_prepare_command, add_phantom_command, add_graph_commands, add_hgnn_commands, add_lunar_demo_commands): add(sub)
     return p
 
 def main(argv: list[str] | None = None # arguments (default: sys.argv[1:])

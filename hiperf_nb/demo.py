@@ -8,9 +8,9 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['QUICK', 'REPORT_TEMPLATE', 'HIERARCHY_MIN_PERPLEXITY', 'HIERARCHY_MIN_HABITATS', 'GRAPH_GROUPS', 'POWERED_RESULTS',
            'DemoConfig', 'demo_mode', 'DemoLayout', 'run_stage', 'split_cohort', 'training_cases', 'graph_config',
-           'habitat_stats', 'graph_summary', 'without_timings', 'markdown_html', 'report_env', 'table_data',
-           'figure_data', 'hierarchy_problems', 'powered_benchmark_summary', 'write_report', 'find_demo_dir',
-           'run_demo']
+           'habitat_stats', 'graph_summary', 'stage_workers', 'without_timings', 'markdown_html', 'report_env',
+           'table_data', 'figure_data', 'hierarchy_problems', 'powered_benchmark_summary', 'write_report',
+           'find_demo_dir', 'run_demo']
 
 # %% ../nbs/19_demo.ipynb #422a0873
 import base64
@@ -20,6 +20,7 @@ import re
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from .genomics import PAPER_TABLE1, cohort_summary, compare_tables, tcga_recurre
 from .graphs import FINE_PARTITIONS, GraphConfig, HierGraph, build_graphs
 from .io import Case, load_case, read_manifest
 from .cohorts import simulate_cohort
+from .parallel import dask_client, resolve_jobs, resolve_memory_limit
 from .saliency import cohort_saliency, plot_saliency, saliency_volume, node_saliency
 from .train import TrainConfig, load_model, load_splits, patient_splits, save_splits
 from .hgnn_bench import PAPER_PARTITION, BENCH_MODELS, MODEL_LABELS, BenchmarkLayout, PAPER_IDH_AUC, plot_roc, run_benchmark
@@ -183,8 +185,18 @@ def graph_summary(rows: pd.DataFrame # `build_graphs` rows of some patients
             **habitat_stats(ok.n_coarse), "median_supervoxels": float(ok.n_fine.median())}
 
 # %% ../nbs/19_demo.ipynb #ab3dd428
-def _phantoms(lay: DemoLayout, cfg: DemoConfig, site: str, n: int, seed: int) -> dict:
-    cases = simulate_cohort(n, site, seed=seed, out_dir=lay.data(site), zoom=cfg.zoom, overwrite=True)
+@contextmanager
+def stage_workers(n_jobs: int = 1, # worker processes (1: in this process; -1: one per core)
+                  scheduler: str | None = None, # address of an existing Dask scheduler ("tcp://host:8786")
+                  memory_limit: str | None = "auto" # per local worker process, e.g. "4GB"
+                 ):
+    "The parallel options of one imaging stage: one Dask client for all its per-case calls, or none for one local job."
+    if scheduler is None and resolve_jobs(n_jobs) == 1: yield dict(n_jobs=1, scheduler=None, memory_limit=memory_limit); return
+    with dask_client(n_jobs, scheduler, memory_limit) as client: yield dict(n_jobs=n_jobs, scheduler=client, memory_limit=memory_limit)
+
+def _phantoms(lay: DemoLayout, cfg: DemoConfig, site: str, n: int, seed: int, par: dict | None = None) -> dict:
+    with stage_workers(**(par or {})) as pw:
+        cases = simulate_cohort(n, site, seed=seed, out_dir=lay.data(site), zoom=cfg.zoom, overwrite=True, **pw)
     lab = pd.DataFrame([c.labels for c in cases])
     return {"manifest": str(lay.manifest(site).relative_to(lay.root)), "n": len(cases),
             "idh": lab.idh.value_counts().to_dict(), "codel": {str(k): int(v) for k, v in lab.codel.value_counts().items()},
@@ -196,13 +208,13 @@ def _splits(lay: DemoLayout, cfg: DemoConfig) -> dict:
     save_splits(sp, lay.splits)
     return {"splits": str(lay.splits.relative_to(lay.root)), **{s: int((sp.split == s).sum()) for s in ("train", "val", "test")}}
 
-def _vqvae(lay: DemoLayout, cfg: DemoConfig) -> dict:
+def _vqvae(lay: DemoLayout, cfg: DemoConfig, par: dict | None = None) -> dict:
     cases = training_cases(read_manifest(lay.manifest("internal")), load_splits(lay.splits), lay.splits)
     vcfg = VQVAEConfig(resample_tr_s=1.5)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), stage_workers(**(par or {})) as pw:
         warnings.simplefilter("ignore", HiperfWarning)
         bank, failed = tics_from_cases(cases, norm=vcfg.norm, max_per_case=cfg.vq_curves_per_case,
-                                       resample_tr_s=vcfg.resample_tr_s, seed=cfg.seed)
+                                       resample_tr_s=vcfg.resample_tr_s, seed=cfg.seed, **pw)
     fast = vqvae_schedule("fast", train_vqvae)
     model, hist = train_vqvae(bank, vcfg, steps=cfg.vq_steps, batch_size=fast["batch_size"], lr=fast["lr"], seed=cfg.seed, device="cpu")
     save_vqvae(model, lay.vqvae, hist)
@@ -210,17 +222,18 @@ def _vqvae(lay: DemoLayout, cfg: DemoConfig) -> dict:
     return {"patients": bank.n_cases, "curves": len(bank), "failed": failed, "loss": round(kept["loss"], 5), "recon_loss": round(kept["recon_loss"], 5),
             "usage": kept["usage"], "perplexity": round(kept["perplexity"], 4), "sequence_perplexity": round(kept["sequence_perplexity"], 4)}
 
-def _graphs(lay: DemoLayout, cfg: DemoConfig) -> dict:
+def _graphs(lay: DemoLayout, cfg: DemoConfig, par: dict | None = None) -> dict:
     vq = load_vqvae(lay.vqvae)
     sp = load_splits(lay.splits)
     res = {}
-    for site in ("internal", "external"):
-        for part in FINE_PARTITIONS:  # the ablations get graphs that do not carry the modality they lack (MODEL_PARTITION)
-            cfg_p = replace(graph_config(cfg), fine_partition=part, **({} if part == PAPER_PARTITION else {"crop_mm": None}))
-            df = build_graphs(read_manifest(lay.manifest(site)), vq, lay.graphs(site, part), cfg_p, n_jobs=1)
-            if part != PAPER_PARTITION: continue
-            res[site] = graph_summary(df)
-            if site == "internal": res["internal_test"] = graph_summary(df[df.patient_id.isin(sp.patient_id[sp.split == "test"])])
+    with stage_workers(**(par or {})) as pw:
+        for site in ("internal", "external"):
+            for part in FINE_PARTITIONS:  # the ablations get graphs that do not carry the modality they lack (MODEL_PARTITION)
+                cfg_p = replace(graph_config(cfg), fine_partition=part, **({} if part == PAPER_PARTITION else {"crop_mm": None}))
+                df = build_graphs(read_manifest(lay.manifest(site)), vq, lay.graphs(site, part), cfg_p, **pw)
+                if part != PAPER_PARTITION: continue
+                res[site] = graph_summary(df)
+                if site == "internal": res["internal_test"] = graph_summary(df[df.patient_id.isin(sp.patient_id[sp.split == "test"])])
     return res
 
 def _hgnn(lay: DemoLayout, cfg: DemoConfig) -> dict:
@@ -238,11 +251,12 @@ def _hgnn(lay: DemoLayout, cfg: DemoConfig) -> dict:
     return {"metrics": metrics, "train_seconds": seconds}
 
 # %% ../nbs/19_demo.ipynb #d3134219
-def _saliency(lay: DemoLayout, cfg: DemoConfig) -> dict:
+def _saliency(lay: DemoLayout, cfg: DemoConfig, par: dict | None = None) -> dict:
     ck, manifest = lay.hgnn.checkpoint("idh", "full"), lay.manifest("internal")
     sp = load_splits(lay.hgnn.splits)
     test_ids = sp.patient_id[sp.split == "test"].tolist()
-    table, summary = cohort_saliency(ck, lay.graphs("internal"), manifest, patients=test_ids, out_dir=lay.saliency)
+    with stage_workers(**(par or {})) as pw:
+        table, summary = cohort_saliency(ck, lay.graphs("internal"), manifest, patients=test_ids, out_dir=lay.saliency, **pw)
     model, _ = load_model(ck)
     cases = {c.patient_id: c for c in read_manifest(manifest)}
     examples = {}
@@ -260,7 +274,7 @@ def _saliency(lay: DemoLayout, cfg: DemoConfig) -> dict:
         examples[grp] = {"patient_id": pid, **{f"{lvl}_cv": round(float(v[lc.mask].std() / max(v[lc.mask].mean(), 1e-12)), 4)
                                                 for lvl, v in vols.items()}}
     summary = summary.reset_index()
-    return {"n_cases": int(len(table)), "examples": examples,
+    return {"n_cases": int(len(table)), **({"failed": table.attrs["failed"]} if table.attrs["failed"] else {}), "examples": examples,
             "rim_ratio": json.loads(summary.to_json(orient="records", double_precision=6))}
 
 # %% ../nbs/19_demo.ipynb #9b78280e
@@ -427,10 +441,15 @@ def run_demo(out: str | Path | None = None, # demo folder (default: resume the n
              force: bool = False, # re-run every stage
              seed: int = 0, # one seed for everything
              config: DemoConfig | None = None, # explicit options (overrides quick/seed)
-             log=print # one-line messages
+             log=print, # one-line messages
+             n_jobs: int = 1, # worker processes of the per-case imaging stages (1: in this process; -1: one per core)
+             scheduler: str | None = None, # address of an existing Dask scheduler ("tcp://host:8786") for those stages
+             memory_limit: str | None = "auto" # per local worker process, e.g. "4GB"
             ) -> Path:
     "Run the whole demo (resumable) and return the path of `report.html`."
     cfg = config or (QUICK if quick else DemoConfig()).replace(seed=seed)
+    resolve_jobs(n_jobs); resolve_memory_limit(memory_limit)  # bad values fail now, not after the first stages
+    par = dict(n_jobs=n_jobs, scheduler=scheduler, memory_limit=memory_limit)  # how, not what: in no stage's options
     if out is None:
         root = Path("runs")
         out = (None if force else find_demo_dir(root, cfg)) or root / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -441,13 +460,13 @@ def run_demo(out: str | Path | None = None, # demo folder (default: resume the n
     results, timings = {}, {}
     vq_opts = dict(steps=cfg.vq_steps, per_case=cfg.vq_curves_per_case, n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed, patients="train")
     upstream = {**cfg.to_dict(), "vq": vq_opts, "graph": graph_config(cfg).to_dict()}  # what the trained models depend on
-    stages = [("phantom_internal", dict(n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed), lambda: _phantoms(lay, cfg, "internal", cfg.n_internal, cfg.seed), (lay.data("internal"),)),
-              ("phantom_external", dict(n=cfg.n_external, zoom=cfg.zoom, seed=cfg.seed + 1), lambda: _phantoms(lay, cfg, "external", cfg.n_external, cfg.seed + 1), (lay.data("external"),)),
+    stages = [("phantom_internal", dict(n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed), lambda: _phantoms(lay, cfg, "internal", cfg.n_internal, cfg.seed, par), (lay.data("internal"),)),
+              ("phantom_external", dict(n=cfg.n_external, zoom=cfg.zoom, seed=cfg.seed + 1), lambda: _phantoms(lay, cfg, "external", cfg.n_external, cfg.seed + 1, par), (lay.data("external"),)),
               ("splits", dict(n=cfg.n_internal, zoom=cfg.zoom, seed=cfg.seed), lambda: _splits(lay, cfg), ()),
-              ("vqvae", vq_opts, lambda: _vqvae(lay, cfg), (lay.models,)),
-              ("graphs", dict(n=(cfg.n_internal, cfg.n_external), zoom=cfg.zoom, vq=vq_opts, graph=upstream["graph"], partitions=FINE_PARTITIONS, seed=cfg.seed), lambda: _graphs(lay, cfg), (lay.graph_root,)),
+              ("vqvae", vq_opts, lambda: _vqvae(lay, cfg, par), (lay.models,)),
+              ("graphs", dict(n=(cfg.n_internal, cfg.n_external), zoom=cfg.zoom, vq=vq_opts, graph=upstream["graph"], partitions=FINE_PARTITIONS, seed=cfg.seed), lambda: _graphs(lay, cfg, par), (lay.graph_root,)),
               ("hgnn", dict(models=cfg.hgnn_models, epochs=cfg.hgnn_epochs, patience=cfg.patience, n_boot=cfg.n_boot, upstream=upstream), lambda: _hgnn(lay, cfg), (lay.hgnn.root,)),
-              ("saliency", dict(upstream=upstream), lambda: _saliency(lay, cfg), (lay.saliency,)),
+              ("saliency", dict(upstream=upstream), lambda: _saliency(lay, cfg, par), (lay.saliency,)),
               ("lunar", dict(quick=cfg.lunar_quick, seed=cfg.seed), lambda: _lunar(lay, cfg), (lay.lunar,))]
     for name, opts, fn, outputs in stages:
         results[name] = run_stage(lay.root, name, opts, fn, force=force, log=log, outputs=outputs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ['DistEnv', 'launch_env', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process', 'backend_for',
            'rank_device', 'teardown_distributed', 'init_distributed', 'distributed', 'barrier', 'broadcast_object',
            'all_gather_objects', 'broadcast_module', 'distributed_sampler', 'rank_shard', 'wrap_ddp', 'save_on_main',
-           'rng_entries', 'restore_rng']
+           'rng_entries', 'restore_rng', 'save_resumable', 'load_resumable']
 
 # %% ../nbs/00b_distributed.ipynb #3ce6cb49
 import atexit
@@ -18,6 +18,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 # %% ../nbs/00b_distributed.ipynb #c504962e
@@ -28,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 # %% ../nbs/00b_distributed.ipynb #fbbc2ac2
-from .core import HiperfWarning, InputError, get_device
+from .core import HiperfError, HiperfWarning, InputError, get_device, load_checkpoint, save_checkpoint
 
 # %% ../nbs/00b_distributed.ipynb #15295499
 @dataclass(frozen=True)
@@ -210,3 +211,26 @@ def restore_rng(checkpoint: dict, # a checkpoint holding `rng_entries`
         warnings.warn(f"resuming a run of {len(per_rank) if per_rank else 1} process(es) with {get_world_size()}: the batches and random draws "
                       "differ from those of an uninterrupted run", HiperfWarning, stacklevel=2)
     torch.set_rng_state(checkpoint["rng"])
+
+def save_resumable(checkpoint: dict, # the training state: weights, optimiser, history, the options it must be resumed with ...
+                   path: str | Path, # where it goes (a run's `last.pt`)
+                   device: torch.device # this rank's device
+                  ):
+    "Write a resumable training state with every rank's random state (`rng_entries`), atomically, on rank 0; every rank must call it."
+    save_on_main(save_checkpoint, {**checkpoint, **rng_entries(device)}, path)
+
+def load_resumable(path: str | Path, # a file written by `save_resumable` (it need not exist)
+                   device: torch.device, # this rank's device
+                   matches: Callable[[dict], bool] # whether the checkpoint was written by a run with the caller's options
+                  ) -> dict | None:
+    "Rank 0's training state at `path` on every rank (None: there is none), this rank's random state restored; InputError if it does not match."
+    path = Path(path)
+    def read():
+        try: return load_checkpoint(path, "training state") if path.exists() else None
+        except HiperfError as e: return e  # raised on every rank below, not on rank 0 alone
+    ck = broadcast_object(read() if is_main_process() else None)  # rank 0 reads: every rank resumes from its state
+    if isinstance(ck, HiperfError): raise ck
+    if ck is None: return None
+    if not matches(ck): raise InputError(f"{path}: a run with other options is there; use another out_dir or resume=False")
+    restore_rng(ck, device)
+    return ck

@@ -26,6 +26,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 # %% ../nbs/10_hgnn_bench.ipynb #f65b5613
 from .core import DataFormatError, InputError, MissingFileError, atomic_write_text
+from .distributed import broadcast_object, init_distributed, is_main_process, launch_env, save_on_main
 from .metrics import (binary_metrics, classification_metrics, delong_test, format_ci, markdown_table, paired_bootstrap,
                                stratified_bootstrap, youden_threshold)
 from .train import (MODEL_KINDS, TASKS, TrainConfig, feature_matrix, fit, fit_feature_baseline,
@@ -126,8 +127,10 @@ def _train_one(kind, tr, va, others, folder, config, show_progress) -> pd.DataFr
     df["train_seconds"] = round(seconds, 2)
     if kind != "features" and "p2" not in df:  # the run's own validation threshold travels with its checkpoint
         val = df[df.split == "val"]
-        m, meta = load_model(folder / "best.pt")
-        save_model(m, folder / "best.pt", **meta, threshold=youden_threshold(val.y, val.p1))
+        def add_threshold():
+            m, meta = load_model(folder / "best.pt")
+            save_model(m, folder / "best.pt", **meta, threshold=youden_threshold(val.y, val.p1))
+        save_on_main(add_threshold)  # rank 0's file
     return df
 
 # %% ../nbs/10_hgnn_bench.ipynb #b1a1e890
@@ -186,7 +189,7 @@ def _runs(lay, task, kind, folds, seeds, sets, config, show_progress) -> pd.Data
     for k, f in folds.items():
         for s in seeds:
             path = lay.run_predictions(task, kind, k, s)
-            if not path.exists():
+            if not broadcast_object(path.exists()):  # rank 0's word: every rank trains the same runs
                 data, ext = sets(kind)
                 tr, va, te = (data.subset(f[n]) for n in ("train", "val", "test"))
                 for name, d in (("train", tr), ("val", va), ("test", te)):
@@ -194,8 +197,8 @@ def _runs(lay, task, kind, folds, seeds, sets, config, show_progress) -> pd.Data
                 others = [("test", te)] + ([("external", ext)] if ext is not None else [])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 pred = _train_one(kind, tr, va, others, path.parent, replace(config, seed=s), show_progress)
-                atomic_write_text(path, pred.to_csv(index=False))
-            frames.append(pd.read_csv(path, dtype={"patient_id": str}).assign(fold=k, seed=s))
+                save_on_main(atomic_write_text, path, pred.to_csv(index=False))
+            frames.append(broadcast_object(pd.read_csv(path, dtype={"patient_id": str}) if is_main_process() else None).assign(fold=k, seed=s))
     return pd.concat(frames, ignore_index=True)
 
 def run_benchmark(graph_dir: str | Path | Mapping[str, str | Path], # internal graphs (`build_graphs`): a folder, or {fine partition: folder}
@@ -213,16 +216,17 @@ def run_benchmark(graph_dir: str | Path | Mapping[str, str | Path], # internal g
                  ) -> pd.DataFrame:
     "Train and evaluate every model for every task; write runs, pooled predictions, results and paired tables; return the long results table."
     lay = BenchmarkLayout(out_dir); lay.root.mkdir(parents=True, exist_ok=True)
+    if launch_env() is not None: init_distributed((config or TrainConfig()).device)  # torchrun: join the ranks before the first decision
     unknown = [m for m in models if m not in MODEL_KINDS + ("features",)]
     if unknown: raise InputError(f"unknown models {unknown}; choose from {MODEL_KINDS + ('features',)}")
     config = config or TrainConfig()
     index = _folder(graph_dir, "full") / "graphs.csv"
     if not index.exists(): raise MissingFileError(f"{index}: no graph index; build the graphs first")
     labels = pd.read_csv(index, dtype={"patient_id": str})
-    if splits is None:
-        splits = load_splits(lay.splits) if lay.splits.exists() else (
-            patient_splits(labels, seed=seed) if n_folds is None else cv_splits(labels, n_folds, seed=seed))
-    save_splits(splits, lay.splits)
+    if splits is None:  # rank 0's: the saved ones, else new ones
+        splits = broadcast_object((load_splits(lay.splits) if lay.splits.exists() else (
+            patient_splits(labels, seed=seed) if n_folds is None else cv_splits(labels, n_folds, seed=seed))) if is_main_process() else None)
+    save_on_main(save_splits, splits, lay.splits)
     folds = split_folds(splits)
     rows = []
     for task in tasks:
@@ -238,7 +242,7 @@ def run_benchmark(graph_dir: str | Path | Mapping[str, str | Path], # internal g
             model_seeds = tuple(seeds[kind] if isinstance(seeds, Mapping) else seeds)
             runs = _runs(lay, task, kind, folds, model_seeds, sets, config, show_progress)
             pooled = pool_predictions(runs)
-            atomic_write_text(lay.predictions(task, kind), pooled.to_csv(index=False))
+            save_on_main(atomic_write_text, lay.predictions(task, kind), pooled.to_csv(index=False))
             per_seed = seed_aucs(runs)
             for split, res in evaluate_pooled(pooled, n_boot, seed).items():
                 for metric, r in res.iterrows():
@@ -249,12 +253,14 @@ def run_benchmark(graph_dir: str | Path | Mapping[str, str | Path], # internal g
                                  "seed_auroc_mean": float(per_seed.mean()), "seed_auroc_sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan,
                                  "partition": "paper" if not isinstance(graph_dir, Mapping) else MODEL_PARTITION.get(kind, PAPER_PARTITION)})
     long = pd.DataFrame(rows)
-    atomic_write_text(lay.results_csv, long.to_csv(index=False))
-    atomic_write_text(lay.results_md, paper_table(long) + "\n")
-    if "full" in models and len(models) > 1:
-        paired = paired_comparisons(out_dir, tasks, n_boot=n_boot, seed=seed)
-        atomic_write_text(lay.paired_csv, paired.to_csv(index=False))
-        atomic_write_text(lay.paired_md, paired_table(paired) + "\n")
+    def tables():
+        atomic_write_text(lay.results_csv, long.to_csv(index=False))
+        atomic_write_text(lay.results_md, paper_table(long) + "\n")
+        if "full" in models and len(models) > 1:  # read from the pooled predictions on disk: rank 0's alone
+            paired = paired_comparisons(out_dir, tasks, n_boot=n_boot, seed=seed)
+            atomic_write_text(lay.paired_csv, paired.to_csv(index=False))
+            atomic_write_text(lay.paired_md, paired_table(paired) + "\n")
+    save_on_main(tables)
     return long
 
 # %% ../nbs/10_hgnn_bench.ipynb #081a366a

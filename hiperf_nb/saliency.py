@@ -7,13 +7,16 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['SALIENCY_METHODS', 'DEFAULT_SIGMA_MM', 'FLAT_CV', 'MIN_COARSE', 'STATS_LEVEL', 'STATS_METHOD', 'N_BOOT',
-           'node_saliency', 'saliency_volume', 'save_saliency', 'bolus_frame', 'plot_saliency', 'region_saliency',
-           'truth_labels', 'FlatSaliencyError', 'saliency_flatness', 'check_not_flat', 'saliency_table',
-           'rim_saliency_ratio', 'rim_ratio_summary', 'perfusion_signal', 'signal_peak', 'cohort_saliency']
+           'SALIENCY_OPTIONS', 'node_saliency', 'saliency_volume', 'save_saliency', 'bolus_frame', 'plot_saliency',
+           'region_saliency', 'truth_labels', 'FlatSaliencyError', 'saliency_flatness', 'check_not_flat',
+           'saliency_table', 'rim_saliency_ratio', 'rim_ratio_summary', 'perfusion_signal', 'signal_peak',
+           'cohort_saliency']
 
 # %% ../nbs/11_saliency.ipynb #c66c0b1c
+import inspect
+import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 # %% ../nbs/11_saliency.ipynb #9f1014dc
 import matplotlib.pyplot as plt
@@ -27,11 +30,13 @@ from torch_geometric.data import Batch
 
 # %% ../nbs/11_saliency.ipynb #7a25ed8d
 from .core import (AffineMismatchError, DataFormatError, HiperfError, InputError, ManifestError, MissingFileError,
-                            NonFiniteError, ShapeMismatchError, UnsupportedFormatError, eval_mode, progress)
+                            HiperfWarning, NonFiniteError, ShapeMismatchError, UnsupportedFormatError, cpu_threads,
+                            eval_mode, progress)
 from .graphs import HierGraph
 from .hgnn import InputNorm
 from .io import HABITATS, LoadedCase, read_manifest, save_nifti, voxel_spacing
 from .metrics import stratified_bootstrap
+from .parallel import WorkerLostError, map_cases
 from .phantom import RCBV_PRIORS, SITES, subtype
 from .train import load_model
 
@@ -350,6 +355,13 @@ def _case_saliency(model, graph, label_map, names, target, task, level, method, 
     for _, r in regions.iterrows(): row[f"n_{r['name']}"] = int(r["n_voxels"])
     return row, vol
 
+def _table_row(model, graph, label_map, group, names, opts: dict, out_dir) -> dict:
+    "One case of `saliency_table`: its row (`group` second when given), its map written to `out_dir` when given."
+    row, vol = _case_saliency(model, graph, label_map, names, **opts)
+    if group is not None: row = {"patient_id": row["patient_id"], "group": group, **{k: v for k, v in row.items() if k != "patient_id"}}
+    if out_dir is not None: save_saliency(vol, graph, Path(out_dir) / f"{row['patient_id']}_saliency.nii.gz")
+    return row
+
 def saliency_table(model: torch.nn.Module, # trained model (`node_saliency`)
                    graphs: Sequence[HierGraph], # the test graphs
                    label_maps: Sequence | None = None, # per graph: (X, Y, Z) label array or NIfTI path on its grid, or None: its `voxel.truth`
@@ -368,14 +380,10 @@ def saliency_table(model: torch.nn.Module, # trained model (`node_saliency`)
     "Per case: prediction, flatness (`saliency_flatness`), mean saliency per region (raw, and relative to the tumour's) and voxel counts."
     if label_maps is not None and len(label_maps) != len(graphs): raise InputError(f"{len(graphs)} graphs but {len(label_maps)} label maps")
     if groups is not None and len(groups) != len(graphs): raise InputError(f"{len(graphs)} graphs but {len(groups)} groups")
-    rows = []
-    for i, g in enumerate(progress(graphs, "saliency", total=len(graphs), enabled=show_progress)):
-        lm = None if label_maps is None else label_maps[i]
-        row, vol = _case_saliency(model, g, lm, names, target, task, level, method, sigma_mm, normalize, restrict)
-        if groups is not None: row = {"patient_id": row["patient_id"], "group": groups[i], **{k: v for k, v in row.items() if k != "patient_id"}}
-        if out_dir is not None: save_saliency(vol, g, Path(out_dir) / f"{row['patient_id']}_saliency.nii.gz")
-        rows.append(row)
-    return pd.DataFrame(rows)
+    opts = dict(target=target, task=task, level=level, method=method, sigma_mm=sigma_mm, normalize=normalize, restrict=restrict)
+    return pd.DataFrame([_table_row(model, g, None if label_maps is None else label_maps[i], None if groups is None else groups[i],
+                                    names, opts, out_dir)
+                         for i, g in enumerate(progress(graphs, "saliency", total=len(graphs), enabled=show_progress))])
 
 # %% ../nbs/11_saliency.ipynb #98ba3fe9
 N_BOOT = 1000 # bootstrap resamples of the confidence intervals (over patients, stratified by group, percentile)
@@ -501,6 +509,35 @@ def signal_peak(table: pd.DataFrame, # from `saliency_table` (mean_/n_<region>, 
     return case, summary
 
 # %% ../nbs/11_saliency.ipynb #d3ed2eb1
+SALIENCY_OPTIONS = ("target", "task", "level", "method", "sigma_mm", "normalize", "restrict") # `saliency_table`'s per-case options
+
+class _Patient(NamedTuple):
+    "One patient of `cohort_saliency`: where its graph and label map are, and its group."
+    patient_id: str
+    graph: Path
+    label_map: Path | None
+    group: object
+
+def _patient_saliency(p: _Patient, model, names, opts: dict, out_dir) -> dict | HiperfError:
+    "One task of `cohort_saliency`: graph and label map loaded and checked, the row, the map written; bad input is returned, not raised."
+    try:
+        with cpu_threads(1):  # as on a Dask worker: the same gradients, bit for bit, serial or parallel
+            g = HierGraph.load(p.graph)
+            if p.label_map is not None:
+                lp, pid = p.label_map, p.patient_id
+                if not lp.exists(): raise MissingFileError(f"{lp}: label map of patient {pid} not found")
+                shape, affine, _ = _grid(g)
+                img = nib.load(lp)
+                if tuple(img.shape[:3]) != shape: raise ShapeMismatchError(f"{lp}: label map of patient {pid} has shape {img.shape}, its graph's grid is {shape}")
+                if not np.allclose(img.affine, affine, atol=1e-3): raise AffineMismatchError(f"{lp}: label map of patient {pid} is not on its graph's grid (affines differ)")
+            return _table_row(model, g, p.label_map, p.group, names, opts, out_dir)
+    except HiperfError as e: return e
+
+def _lost_patient(p: _Patient, err: BaseException) -> HiperfError:
+    "The failure of a patient whose task kept killing its Dask workers (`map_cases`' `on_lost`)."
+    return WorkerLostError(f"patient {p.patient_id}: the worker explaining this case died repeatedly (out of memory or a crash; "
+                           f"{type(err).__name__}): raise --memory-limit or run it alone")
+
 def cohort_saliency(model: torch.nn.Module | str | Path, # trained model, or its checkpoint file
                     graph_dir: str | Path, # folder of <patient_id>.pt graphs (`build_graphs`)
                     manifest: str | Path, # case manifest of the patients to analyse (labels, case folders)
@@ -509,9 +546,18 @@ def cohort_saliency(model: torch.nn.Module | str | Path, # trained model, or its
                     label_map: str | None = "habitats.nii.gz", # label file in each case's DSC folder (or an absolute path); None: the graphs' voxel.truth
                     names: Mapping[int, str] | None = HABITATS, # label -> region name
                     out_dir: str | Path | None = None, # write <patient_id>_saliency.nii.gz here (and the table as CSV)
-                    **kwargs # passed to `saliency_table`: target, task, level, method, sigma_mm, normalize, restrict
+                    n_jobs: int = 1, # worker processes (1: in this process; -1: one per core)
+                    scheduler: str | None = None, # address of an existing Dask scheduler ("tcp://host:8786", or a `distributed.Client`)
+                    memory_limit: str | None = "auto", # per local worker process, e.g. "4GB"
+                    show_progress: bool | None = None, # progress bar
+                    **kwargs # `saliency_table`'s per-case options: target, task, level, method, sigma_mm, normalize, restrict
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Per-case habitat saliency table and the enhancing-rim ratios (`rim_ratio_summary`) of a cohort's test cases."
+    "Per-case habitat saliency table and the enhancing-rim ratios (`rim_ratio_summary`) of a cohort's test cases; failed cases in `table.attrs['failed']`."
+    unknown = sorted(set(kwargs) - set(SALIENCY_OPTIONS))
+    if unknown: raise TypeError(f"cohort_saliency() got unexpected keyword argument(s) {unknown}; options are {SALIENCY_OPTIONS}")
+    defaults = inspect.signature(saliency_table).parameters
+    opts = {k: kwargs.get(k, defaults[k].default) for k in SALIENCY_OPTIONS}
+    if opts["method"] not in SALIENCY_METHODS: raise InputError(f"method must be one of {SALIENCY_METHODS}, got {opts['method']!r}")
     model = load_model(model)[0] if isinstance(model, (str, Path)) else model.eval()
     cases = read_manifest(manifest)
     if patients is not None:
@@ -519,20 +565,25 @@ def cohort_saliency(model: torch.nn.Module | str | Path, # trained model, or its
         unknown = sorted(set(patients) - known)
         if unknown: raise ManifestError(f"{manifest}: patient(s) {unknown[:10]} not in the manifest")
         cases = [c for c in cases if c.patient_id in set(patients)]
-    graphs, maps, groups = [], [], []
+    remote = n_jobs != 1 or scheduler is not None  # workers may run in another folder or machine: absolute paths
+    here = (lambda q: q.absolute()) if remote else (lambda q: q)
+    todo = []
     for c in cases:
         if group not in c.labels or c.labels[group] is None: raise ManifestError(f"{manifest}: patient {c.patient_id} has no {group!r} label")
-        g = HierGraph.load(Path(graph_dir) / f"{c.patient_id}.pt")
         lp = None if label_map is None else Path(label_map) if Path(label_map).is_absolute() else (c.dsc or c.tumor_mask).parent / label_map
-        if lp is not None:
-            if not lp.exists(): raise MissingFileError(f"{lp}: label map of patient {c.patient_id} not found")
-            shape, affine, _ = _grid(g)
-            img = nib.load(lp)
-            if tuple(img.shape[:3]) != shape: raise ShapeMismatchError(f"{lp}: label map of patient {c.patient_id} has shape {img.shape}, its graph's grid is {shape}")
-            if not np.allclose(img.affine, affine, atol=1e-3): raise AffineMismatchError(f"{lp}: label map of patient {c.patient_id} is not on its graph's grid (affines differ)")
-        graphs.append(g); maps.append(lp); groups.append(c.labels[group])
-    table = saliency_table(model, graphs, maps, groups, names=names, out_dir=out_dir, **kwargs)
+        todo.append(_Patient(c.patient_id, here(Path(graph_dir) / f"{c.patient_id}.pt"), None if lp is None else here(lp), c.labels[group]))
+    out = None if out_dir is None else here(Path(out_dir))
+    if out is not None: out.mkdir(parents=True, exist_ok=True)
+    res = map_cases(_patient_saliency, todo, dict(model=model, names=names, opts=opts, out_dir=out), jobs=n_jobs, scheduler=scheduler,
+                    memory_limit=memory_limit, desc="saliency", show_progress=show_progress, on_lost=_lost_patient)
+    failed = {p.patient_id: r for p, r in zip(todo, res) if isinstance(r, BaseException)}
+    if failed and len(failed) == len(todo): raise next(iter(failed.values()))  # nothing to summarise: the first case's error
+    for pid, e in failed.items(): warnings.warn(f"skipping patient {pid}: {e}", HiperfWarning)
+    table = pd.DataFrame([r for r in res if not isinstance(r, BaseException)])
+    table.attrs["failed"] = {pid: str(e) for pid, e in failed.items()}
     summary = rim_ratio_summary(table)
-    if out_dir is not None:
-        table.to_csv(Path(out_dir) / "saliency_table.csv", index=False); summary.to_csv(Path(out_dir) / "rim_ratio.csv")
+    if out is not None:
+        table.to_csv(out / "saliency_table.csv", index=False); summary.to_csv(out / "rim_ratio.csv")
+        if failed: pd.DataFrame({"patient_id": list(failed), "error": list(table.attrs["failed"].values())}).to_csv(out / "saliency_failed.csv", index=False)
+        else: (out / "saliency_failed.csv").unlink(missing_ok=True)
     return table, summary

@@ -35,7 +35,7 @@ from .core import (Config, DataFormatError, InputError, ManifestError, MissingFi
                             cpu_threads, eval_mode, load_checkpoint, save_checkpoint, get_device, progress,
                             seed_everything)
 from .distributed import (all_gather_objects, broadcast_object, distributed_sampler, get_rank, init_distributed,
-                                   is_distributed, restore_rng, rng_entries, save_on_main, wrap_ddp)
+                                   is_distributed, load_resumable, save_on_main, save_resumable, wrap_ddp)
 from .graphs import HierGraph
 from .hgnn import HGNN, HGNN_VARIANTS, PerfGAT, StructuralCNN, degree_histogram
 from .metrics import classification_metrics
@@ -301,13 +301,9 @@ def _fit(model, train, val, cfg, dev, out_dir, resume, show_progress):
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        last = out / "last.pt"
-        if resume and last.exists():
-            ck = load_checkpoint(last, "training state")
-            if _resumable(ck.get("config")) != _resumable(cfg.to_dict()) or ck.get("kind") != model_kind(model):
-                raise InputError(f"{last}: a run with other options is there; use another out_dir or resume=False")
-            model.load_state_dict(ck["state_dict"]); opt.load_state_dict(ck["optimizer"])
-            state = ck["state"]; restore_rng(ck, dev)
+        same = lambda ck: _resumable(ck.get("config")) == _resumable(cfg.to_dict()) and ck.get("kind") == model_kind(model)
+        if resume and (ck := load_resumable(out / "last.pt", dev, same)) is not None:
+            model.load_state_dict(ck["state_dict"]); opt.load_state_dict(ck["optimizer"]); state = ck["state"]
     sign = 1.0 if cfg.monitor == "val_loss" else -1.0
     inputs = model_inputs(model_kind(model), train.graphs)
     net = wrap_ddp(model, dev)  # the DDP wrapper trains; `model` (the same weights) validates and is saved
@@ -335,8 +331,8 @@ def _fit(model, train, val, cfg, dev, out_dir, resume, show_progress):
         else: state["bad"] += 1
         state["epoch"] = epoch + 1
         if out is not None:  # rank 0 writes, every rank waits for it
-            save_on_main(save_checkpoint, {"kind": model_kind(model), "config": cfg.to_dict(), "state": state, "state_dict": model.state_dict(),
-                                           "optimizer": opt.state_dict(), **rng_entries(dev)}, out / "last.pt")
+            save_resumable({"kind": model_kind(model), "config": cfg.to_dict(), "state": state, "state_dict": model.state_dict(),
+                            "optimizer": opt.state_dict()}, out / "last.pt", dev)
     model.load_state_dict(state["best"]); model.eval()
     hist = pd.DataFrame(state["history"])
     if out is not None:

@@ -15,6 +15,7 @@ __all__ = ['CODEBOOKS', 'ALIGN_MODES', 'BOLUS_TARGET_S', 'MIN_POSITION_USAGE', '
 
 # %% ../nbs/05_vqvae.ipynb #9640dbcc
 import copy
+import hashlib
 import inspect
 import itertools
 import math
@@ -36,7 +37,8 @@ from torch import nn, Tensor
 from .core import (Config, HiperfError, HiperfWarning, InputError, DataFormatError, seed_everything,
                             get_device, progress, cpu_threads, eval_mode, load_checkpoint, save_checkpoint)
 from .parallel import map_cases
-from .distributed import all_gather_objects, broadcast_module, get_world_size, init_distributed, is_distributed, rank_shard, wrap_ddp
+from .distributed import (all_gather_objects, broadcast_module, get_world_size, init_distributed, is_distributed, load_resumable,
+                                   rank_shard, save_resumable, wrap_ddp)
 from .io import Case, LoadedCase, load_case
 from .dsc import baseline_window, extract_tics, resample_time, normalize_tics
 
@@ -302,6 +304,12 @@ class TICBank:
             out += [a[idx[i:i + batch_size]] for i in range(0, len(a), batch_size)]
         return [out[i] for i in rng.permutation(len(out))]
 
+    def fingerprint(self) -> str:
+        "A digest of the curves, seed and preprocessing: two banks with the same fingerprint deal the same batches."
+        h = hashlib.blake2b(repr((self.seed, self.preprocessing, [a.shape for a in self.groups.values()])).encode(), digest_size=16)
+        for a in self.groups.values(): h.update(np.ascontiguousarray(a).data)
+        return h.hexdigest()
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         "Up to `n` random curves of the most common length (for code resets and plots)."
         a = max(self.groups.values(), key=len)
@@ -368,13 +376,15 @@ def train_vqvae(tics_source: TICBank | Iterable[np.ndarray], # a `TICBank` or pe
                 device: str = "auto", # "auto", "cpu", "cuda" ...
                 show_progress: bool | None = None, # progress bar (default: HIPERF_PROGRESS)
                 deterministic: bool = True, # on CPU, train on one thread so that `seed` reproduces the model exactly
-                steps: int | None = None # train for exactly this many optimiser steps instead of `epochs` passes
+                steps: int | None = None, # train for exactly this many optimiser steps instead of `epochs` passes
+                out_dir: str | Path | None = None, # training state (last.pt, after every period); None keeps nothing on disk
+                resume: bool = True # continue from out_dir/last.pt when it exists
                ) -> tuple[VQVAE, list[dict]]:
     "Train a TIC VQ-VAE; returns the kept model (eval mode, on CPU) and the per-period history; warns if the codebook collapsed."
     if (epochs if steps is None else steps) < 1: raise InputError(f"train for at least one epoch or step, got epochs={epochs}, steps={steps}")
     dev = init_distributed(device)  # `get_device`, unless torchrun launched this process
     with cpu_threads(1 if deterministic and dev.type == "cpu" else None):
-        model, history = _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress)
+        model, history = _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress, out_dir, resume)
     reasons = collapse_reasons(next(h for h in history if h["kept"]))
     if reasons: warnings.warn(f"VQ-VAE codebook collapsed in every period of training: {'; '.join(reasons)}; most tumours will be "
                               "a single habitat (try align='case', another norm, or more steps)", CodebookCollapseWarning, stacklevel=2)
@@ -389,7 +399,7 @@ def _check_preprocessing(bank: TICBank, config: VQVAEConfig):
 
 MONITOR_STEPS = 100 # with `steps`: optimiser steps between codebook checks (statistics, revival of dead entries, kept state)
 
-def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress):
+def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, show_progress, out_dir=None, resume=True):
     seed_everything(seed)
     bank = tics_source if isinstance(tics_source, TICBank) else TICBank(tics_source, seed=seed)
     model = VQVAE(config).to(dev)
@@ -398,9 +408,18 @@ def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     per_epoch = math.ceil(bank.n_batches(batch_size) / get_world_size())  # steps per pass over all curves (by all ranks)
     total, period = (epochs * per_epoch, per_epoch) if steps is None else (steps, MONITOR_STEPS)
-    batches = (xb for epoch in itertools.count() for xb in rank_shard(bank.batches(batch_size, epoch)))
     history, kept, step = [], None, 0
-    bar = progress(range(math.ceil(total / period)), "VQ-VAE", enabled=show_progress)
+    if out_dir is not None:  # the options a resumed run must share with its checkpoint: all but the device and the thread count
+        last = Path(out_dir) / "last.pt"
+        opts = {"config": model.config.to_dict(), "epochs": None if steps else epochs, "steps": steps, "period": period if steps else None,
+                "batch_size": batch_size, "lr": lr, "seed": seed, "bank": bank.fingerprint()}
+        if resume and (ck := load_resumable(last, dev, lambda ck: ck.get("options") == opts)) is not None:
+            model.load_state_dict(ck["state_dict"]); opt.load_state_dict(ck["optimizer"])
+            history, kept, step = ck["history"], tuple(ck["kept"]), ck["step"]
+    # every rank's batches, from the epoch of `step` on, skipping what that epoch has already used
+    batches = itertools.islice((xb for epoch in itertools.count(step // per_epoch) for xb in rank_shard(bank.batches(batch_size, epoch))),
+                               step % per_epoch, None)
+    bar = progress(range(len(history), math.ceil(total / period)), "VQ-VAE", enabled=show_progress)
     for p in bar:
         net.train()
         sums = {"loss": 0.0, "recon_loss": 0.0, "codebook_loss": 0.0, "commitment_loss": 0.0}
@@ -427,6 +446,9 @@ def _train_vqvae(tics_source, config, epochs, steps, batch_size, lr, seed, dev, 
         rec["reset_codes"] = _reset_dead_codes(model, bank, codes, seed + p, dev) if step < total else 0
         if ddp: broadcast_module(model.quantizer)  # rank 0's codebook (with its revived entries) on every rank
         history.append(rec)
+        if out_dir is not None:  # rank 0 writes, every rank waits for it
+            save_resumable({"kind": "hiperf_nb.VQVAE-training", "options": opts, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                            "kept": kept, "history": history, "step": step}, last, dev)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", seq_ppl=f"{rec['sequence_perplexity']:.2f}")
     if not kept[1]: kept = (history[-1]["loss"], False, len(history) - 1, model.state_dict())  # never healthy: the last state
     model.load_state_dict(kept[3])

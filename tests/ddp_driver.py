@@ -4,11 +4,16 @@
 
 Usage: `ddp_driver.py DATA OUT JOB...` with jobs (see `JOBS`) `hgnn` (train an HGNN into OUT/hgnn), `hgnn-interrupted`
 (the same run into OUT/resumed, interrupted in its third epoch after epoch 2's checkpoint), `hgnn-resume` (the same
-call again, which resumes) and `vqvae` (train a VQ-VAE for two epochs; rank 0 saves OUT/vqvae.pt). Every rank logs the checkpoint files
-it wrote to OUT/writes-rank{RANK}.txt, so a test can check that only rank 0 wrote."""
+call again, which resumes), `vqvae` (train a VQ-VAE for two epochs with its training state in OUT/vqvae; rank 0 saves
+OUT/vqvae.pt), `vqvae-interrupted` / `vqvae-resume` (the same run into OUT/vqvae-resumed, interrupted in its second
+epoch after epoch 1's checkpoint, then resumed), `vqvae-killed` (the same into OUT/vqvae-killed, the process killed
+with SIGKILL there instead) and `bench` (`run_benchmark` into OUT/bench, then again with rank 1 pointed at an empty
+OUT/bench-elsewhere: rank 0 decides that every run is done). Every rank logs the files it wrote to
+OUT/writes-rank{RANK}.txt, so a test can check that only rank 0 wrote."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -78,37 +83,75 @@ def train_hgnn(data, out, interrupt_at: int | None = None):
         print(f"rank {os.environ.get('RANK')}: interrupted", file=sys.stderr)
 
 
-def train_vq(data, out):
-    "Train a small VQ-VAE for two epochs (two periods: dead entries are revived in between) and save it from rank 0."
+def train_vq(data, out, name: str = "vqvae", interrupt_at: int | None = None, kill: bool = False):
+    """Train a small VQ-VAE for two epochs (two periods: dead entries are revived in between) with its training state in
+    OUT/name; `vqvae` is saved from rank 0. With `interrupt_at`, the bank raises KeyboardInterrupt (with `kill`: the process
+    SIGKILLs itself) when that epoch's batches are asked for."""
     from hiperf_nb.core import HiperfWarning
     from hiperf_nb.distributed import is_main_process, barrier
     from hiperf_nb.vqvae import TICBank, VQVAEConfig, save_vqvae, train_vqvae
     with np.load(Path(data) / "tics.npz") as z: arrays = [z[k] for k in z.files]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", HiperfWarning)  # two epochs on noise curves: a collapsed codebook is expected
-        model, hist = train_vqvae(TICBank(arrays, seed=0), VQVAEConfig(d_enc=8, hidden=8, n_codes=4), epochs=2, batch_size=32,
-                                  seed=0, device="cpu", show_progress=False)
-    digest(model, hist, Path(out) / "vqvae")
-    if is_main_process(): save_vqvae(model, Path(out) / "vqvae.pt", hist)
+    bank = TICBank(arrays, seed=0)
+    if interrupt_at is not None:
+        batches = bank.batches
+        def stop(batch_size, epoch=0):
+            if epoch == interrupt_at:
+                if kill: os.kill(os.getpid(), signal.SIGKILL)
+                raise KeyboardInterrupt
+            return batches(batch_size, epoch)
+        bank.batches = stop
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HiperfWarning)  # two epochs on noise curves: a collapsed codebook is expected
+            model, hist = train_vqvae(bank, VQVAEConfig(d_enc=8, hidden=8, n_codes=4), epochs=2, batch_size=32,
+                                      seed=0, device="cpu", show_progress=False, out_dir=Path(out) / name)
+    except KeyboardInterrupt:
+        print(f"rank {os.environ.get('RANK')}: interrupted", file=sys.stderr); return None
+    digest(model, hist, Path(out) / name)
+    if name == "vqvae" and is_main_process(): save_vqvae(model, Path(out) / "vqvae.pt", hist)
     barrier()
+    return model, hist
+
+
+BENCH_SPLITS = {"train": ["P0", "P1", "P2", "P3"], "val": ["P4", "P5"], "test": ["P6", "P7"]}  # both IDH classes in each
+
+
+def bench(data, out):
+    "`run_benchmark` of two small models into OUT/bench; then again, with rank 1 (only) given an empty folder: rank 0 decides."
+    import hashlib
+    import pandas as pd
+    from hiperf_nb.hgnn_bench import run_benchmark
+    from hiperf_nb.train import TrainConfig
+    splits = pd.DataFrame([{"patient_id": p, "split": s} for s, ids in BENCH_SPLITS.items() for p in ids])
+    rank = os.environ.get("RANK", "0")
+    for n, folder in enumerate(["bench", "bench" if rank == "0" else "bench-elsewhere"]):
+        long = run_benchmark(Path(data) / "graphs", Path(out) / folder, models=("perf", "features"), splits=splits, n_boot=50,
+                             config=TrainConfig(**{**HGNN_CONFIG, "epochs": 2}), show_progress=False)
+        (Path(out) / f"bench{n}-rank{rank}.sha256").write_text(hashlib.sha256(long.to_csv(index=False).encode()).hexdigest())
 
 
 def log_writes(out: Path):
-    "Record every checkpoint this rank writes (wrapping `save_checkpoint` where train and vqvae look it up)."
-    import hiperf_nb.train as train, hiperf_nb.vqvae as vqvae
+    "Record every file this rank writes (wrapping `save_checkpoint` and `atomic_write_text` where the library looks them up)."
+    import hiperf_nb.distributed as distributed, hiperf_nb.hgnn_bench as hgnn_bench, hiperf_nb.train as train, hiperf_nb.vqvae as vqvae
     log = out / f"writes-rank{os.environ.get('RANK', '0')}.txt"
-    for mod in (train, vqvae):
-        orig = mod.save_checkpoint
-        def wrapped(ck, path, _orig=orig):
-            with open(log, "a") as f: f.write(f"{Path(path).relative_to(out)}\n")
-            return _orig(ck, path)
-        mod.save_checkpoint = wrapped
+    def logged(orig, path_arg):
+        def wrapped(*args):
+            with open(log, "a") as f: f.write(f"{Path(args[path_arg]).relative_to(out)}\n")
+            return orig(*args)
+        return wrapped
+    for mod, name, path_arg in [(train, "save_checkpoint", 1), (vqvae, "save_checkpoint", 1), (distributed, "save_checkpoint", 1),
+                                (train, "atomic_write_text", 0), (hgnn_bench, "atomic_write_text", 0)]:
+        setattr(mod, name, logged(getattr(mod, name), path_arg))
 
 
 JOBS = {"hgnn": lambda data, out: train_hgnn(data, out / "hgnn"),  # an uninterrupted run
         "hgnn-interrupted": lambda data, out: train_hgnn(data, out / "resumed", interrupt_at=3),  # stops in epoch 3
         "hgnn-resume": lambda data, out: train_hgnn(data, out / "resumed"),  # the same call again: resumes from last.pt
-        "vqvae": train_vq}
+        "vqvae": train_vq,  # an uninterrupted run
+        "vqvae-interrupted": lambda data, out: train_vq(data, out, "vqvae-resumed", interrupt_at=1),  # stops in epoch 2
+        "vqvae-resume": lambda data, out: train_vq(data, out, "vqvae-resumed"),  # the same call again: resumes from last.pt
+        "vqvae-killed": lambda data, out: train_vq(data, out, "vqvae-killed", interrupt_at=1, kill=True),  # SIGKILL in epoch 2
+        "bench": bench}
 
 if __name__ == "__main__":
     data, out, jobs = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]

@@ -136,3 +136,77 @@ def test_training_curves_over_workers_equal_the_streamed_ones(cohort, client):
     assert failed_s.keys() == failed_w.keys() == {"BAD"} and "nope.nii.gz" in failed_w["BAD"]
     assert serial.groups.keys() == over.groups.keys() and serial.n_cases == over.n_cases == N
     for T in serial.groups: assert (serial.groups[T] == over.groups[T]).all()
+
+
+@pytest.fixture(scope="module")
+def hgnn(cohort, serial):
+    "A small HGNN fitted for a few full-batch steps on the serial graphs (saliency needs a model, not a good one)."
+    import torch
+    import torch.nn.functional as F
+    from torch_geometric.data import Batch
+    from hiperf_nb.core import seed_everything
+    from hiperf_nb.graphs import HierGraph
+    from hiperf_nb.hgnn import HGNN, degree_histogram
+    gs = [HierGraph.load(serial[0] / f"{c.patient_id}.pt") for c in cohort[1]]
+    for g, c in zip(gs, cohort[1]): g.y = torch.tensor([int(c.labels["idh"] == "mutant")])
+    seed_everything(0)
+    m = HGNN(gs[0]["coarse"].x.shape[1], gs[0]["fine"].x.shape[1], 2, degree_histogram(gs, "coarse"), degree_histogram(gs, "fine"),
+             hidden_channels=8, dropout=0.0).fit_input_norm(gs)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    b = Batch.from_data_list(gs)
+    for _ in range(3):
+        m.train(); loss = F.cross_entropy(m(b), b.y); opt.zero_grad(); loss.backward(); opt.step()
+    return m.eval()
+
+
+def test_saliency_over_workers_is_the_serial_saliency(cohort, serial, hgnn, client, tmp_path, monkeypatch):
+    "`cohort_saliency` with 2 workers: the serial table exactly and every NIfTI byte for byte; the serial path runs single-threaded;"
+    " a patient without a graph is reported and the others go on."
+    import dataclasses
+    import torch
+    import hiperf_nb.saliency as saliency
+    from hiperf_nb.core import HiperfWarning
+    from hiperf_nb.io import write_manifest
+    from pandas.testing import assert_frame_equal
+    d, cases, _ = cohort
+    write_manifest(cases + [dataclasses.replace(cases[0], patient_id="NOGRAPH")], d / "saliency.csv")  # BAD's files, no graph
+    threads, real = [], saliency._table_row
+    monkeypatch.setattr(saliency, "_table_row", lambda *a, **k: threads.append(torch.get_num_threads()) or real(*a, **k))
+    old = torch.get_num_threads(); torch.set_num_threads(2)
+    try:
+        with pytest.warns(HiperfWarning, match="NOGRAPH"):
+            t1, s1 = saliency.cohort_saliency(hgnn, serial[0], d / "saliency.csv", out_dir=tmp_path / "one", show_progress=False)
+    finally: torch.set_num_threads(old)
+    assert threads == [1] * N  # the serial path explains single-threaded, as the workers do
+    monkeypatch.setattr(saliency, "_table_row", real)
+    with pytest.warns(HiperfWarning, match="NOGRAPH"):
+        t2, s2 = saliency.cohort_saliency(hgnn, serial[0], d / "saliency.csv", out_dir=tmp_path / "two", scheduler=client, show_progress=False)
+    assert t1.patient_id.tolist() == [c.patient_id for c in cases]
+    assert list(t1.attrs["failed"]) == list(t2.attrs["failed"]) == ["NOGRAPH"] and "NOGRAPH.pt" in t2.attrs["failed"]["NOGRAPH"]
+    assert_frame_equal(t1, t2, check_exact=True); assert_frame_equal(s1, s2, check_exact=True)
+    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    assert sorted(k for k in one if k.endswith(".nii.gz")) == [f"{c.patient_id}_saliency.nii.gz" for c in cases]
+    assert {"saliency_table.csv", "rim_ratio.csv", "saliency_failed.csv"} <= one.keys()
+    assert one == two
+
+
+def test_demo_passes_workers_to_its_per_case_stages_and_resumes_under_other_jobs(tmp_path, monkeypatch):
+    "`run_demo(n_jobs=...)` reaches the phantom, curve, graph and saliency stages, and is in no stage's options:"
+    " a finished demo resumed with other jobs re-runs nothing, and its demo.json and metrics.json are unchanged."
+    import hiperf_nb.demo as demo
+    seen = []
+    for name in ("_phantoms", "_vqvae", "_graphs", "_saliency", "_splits", "_hgnn", "_lunar"):
+        monkeypatch.setattr(demo, name, lambda *a, _n=name: seen.append((_n, a[-1] if isinstance(a[-1], dict) else None)) or {"x": 1})
+    monkeypatch.setattr(demo, "write_report", lambda out, *a: Path(out) / "report.html")
+    par = dict(n_jobs=1, scheduler=None, memory_limit="auto")
+    demo.run_demo(tmp_path, quick=True, log=lambda m: None)
+    assert [n for n, _ in seen] == ["_phantoms", "_phantoms", "_splits", "_vqvae", "_graphs", "_hgnn", "_saliency", "_lunar"]
+    assert {n: p for n, p in seen if p is not None} == {n: par for n in ("_phantoms", "_vqvae", "_graphs", "_saliency")}
+    before = {f: (tmp_path / f).read_bytes() for f in ("demo.json", "metrics.json")}
+    seen.clear()
+    demo.run_demo(tmp_path, quick=True, log=lambda m: None, n_jobs=2, scheduler="tcp://127.0.0.1:1", memory_limit="2GB")
+    assert seen == [] and {f: (tmp_path / f).read_bytes() for f in before} == before  # resumed: every stage was done already
+    demo.run_demo(tmp_path, quick=True, force=True, log=lambda m: None, n_jobs=2, memory_limit="2GB")
+    assert {n: p for n, p in seen if p is not None} == {n: dict(par, n_jobs=2, memory_limit="2GB") for n in ("_phantoms", "_vqvae", "_graphs", "_saliency")}
+    with pytest.raises(parallel.InputError, match="jobs"): demo.run_demo(tmp_path / "never", quick=True, n_jobs=0)
+    assert not (tmp_path / "never").exists()
