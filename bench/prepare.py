@@ -4,7 +4,9 @@ Three cases, each measured in a fresh process (so peak resident memory is the ca
 (registration is single-threaded by design: one seed, one result; cohorts run cases in parallel instead):
 
 - the real TCGA-FG-6692 exam (T1, T1CE, T2, FLAIR on three grids of about 256x224x26, no DSC): three rigid
-  registrations to T1CE, with the T2/FLAIR-to-T1CE brain-mask Dice before and after;
+  registrations to T1CE, with the T2/FLAIR-to-T1CE brain-mask Dice (HD-BET masks) before and after; once as bundled
+  (skull-stripped, with its brain mask) and once from the scanner's unstripped images in ../shared/data (as a user's
+  exam arrives: no brain mask, so the simple one);
 - a phantom exam at clinical resolution (88x102x20 voxels of 1.8x1.8x5 mm, 60 DSC frames, four structural
   sequences on the DSC grid) with 2-3 mm / 2-3 degrees of injected head motion: the whole `prepare_case`, and
   the same without motion correction (the difference is the motion correction's cost, 60 frame registrations);
@@ -38,18 +40,24 @@ def _dice(a, b) -> float:
     return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
 
-def tcga(work: Path) -> dict:
+SHARED_MRI = ROOT.parent / "shared" / "data" / "mri" / "TCGA-FG-6692"  # the unstripped originals (../shared/data/SOURCES.md)
+
+
+def tcga(work: Path, raw: bool = False) -> dict:
+    "The bundled skull-stripped exam, or (raw) the scanner's unstripped images of the same exam with the simple brain mask."
     from hiperf_nb.core import data_path
-    from hiperf_nb.io import read_image, read_manifest, resample_to_grid
+    from hiperf_nb.io import Case, read_image, read_manifest, resample_to_grid
     from hiperf_nb.prepare import prepare_case
-    case = read_manifest(data_path("mri", "TCGA-FG-6692.csv"))[0]
+    if raw:
+        case = Case("TCGA-FG-6692-raw", **{s: SHARED_MRI / f"raw_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair")})
+    else: case = read_manifest(data_path("mri", "TCGA-FG-6692.csv"))[0]
     t0 = time.perf_counter()
     out = prepare_case(case, work / "tcga", overwrite=True, show_progress=False)
     seconds = time.perf_counter() - t0
     ref = read_image(data_path("mri", "TCGA-FG-6692", "brainmask_t1ce.nii.gz"))
-    row = dict(case="TCGA-FG-6692 (real; T1, T2, FLAIR -> T1CE)", seconds=seconds)
+    row = dict(case=f"TCGA-FG-6692 (real, {'unstripped, simple mask' if raw else 'skull-stripped'}; T1, T2, FLAIR -> T1CE)", seconds=seconds)
     for s in ("t2", "flair"):
-        m = read_image(data_path("mri", "TCGA-FG-6692", f"brainmask_{s}.nii.gz"))
+        m = read_image(data_path("mri", "TCGA-FG-6692", f"brainmask_{s}.nii.gz"))  # the raw images share these masks' grids
         on_ref = lambda aff: _dice(resample_to_grid(m.data, aff, ref.data.shape, ref.affine, order=0), ref.data)
         row[f"{s}_dice"] = f"{on_ref(m.affine):.3f} -> {on_ref(read_image(getattr(out, s)).affine):.3f}"
     return row
@@ -113,7 +121,7 @@ def dicom(work: Path) -> dict:
 
 def _measure(job: str, work: str, q):
     "Run one measurement in this (fresh) process; send back its row and peak resident memory."
-    fn = {"tcga": lambda w: tcga(w), "phantom": lambda w: phantom(w, True), "phantom_static": lambda w: phantom(w, False),
+    fn = {"tcga": lambda w: tcga(w), "tcga_raw": lambda w: tcga(w, raw=True), "phantom": lambda w: phantom(w, True), "phantom_static": lambda w: phantom(w, False),
           "dicom": lambda w: dicom(w)}[job]
     row = fn(Path(work))
     hwm = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
@@ -124,7 +132,7 @@ def _measure(job: str, work: str, q):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("work", type=Path, help="working folder (cases are made once and reused)")
-    ap.add_argument("--jobs", nargs="+", default=["tcga", "phantom", "phantom_static", "dicom"])
+    ap.add_argument("--jobs", nargs="+", default=["tcga", "tcga_raw", "phantom", "phantom_static", "dicom"])
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     phantom_case(args.work)  # made outside the timed processes
