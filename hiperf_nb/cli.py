@@ -275,7 +275,7 @@ def cmd_prepare(args) -> int:
     else:
         if len(args.inputs) > 1: raise InputError("give one manifest or cohort folder (several inputs are for --dicom exams)")
         cases, failed = find_cases(args.inputs[0]), 0
-    done, status = prepare_cases(cases, out, transform=args.transform, motion=args.motion, grid=args.grid, max_fd_mm=args.max_fd_mm,
+    done, status = prepare_cases(cases, out, transform=args.transform, motion=args.motion, coregister=args.coregister, grid=args.grid, max_fd_mm=args.max_fd_mm,
                                  seed=args.seed, overwrite=args.overwrite, **_parallel_args(args))
     for r in status[status.status == "failed"].itertuples(): print(f"hiperf: error: {r.patient_id}: {r.error}", file=sys.stderr)
     for c in done:
@@ -302,7 +302,7 @@ def add_prepare_command(sub # the `add_subparsers()` object of `build_parser`
     pr.add_argument("--role", action="append", metavar="ROLE=SERIES", help="with --dicom: use this series for a role (dsc, t1, t1ce, "
                     "t2, flair; SERIES: series number or SeriesInstanceUID; none: leave the role out); repeat per role (default: from the headers)")
     pr.add_argument("--patient-id", default=None, help="with --dicom: the case's patient ID (default: the DICOM PatientID)")
-    add_signature_options(pr, prepare_cases, ("transform", "motion", "grid", "max_fd_mm", "seed", "overwrite"),
+    add_signature_options(pr, prepare_cases, ("transform", "motion", "coregister", "grid", "max_fd_mm", "seed", "overwrite"),
                           transform=dict(choices=TRANSFORMS), grid=dict(choices=PREPARE_GRIDS), max_fd_mm=dict(flag="--max-fd", metavar="MM"))
     add_signature_options(pr, prepare_cases, PARALLEL_OPTIONS, **PARALLEL_CUSTOM)
 

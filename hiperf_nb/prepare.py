@@ -297,6 +297,7 @@ def prepare_case(case: Case, # the exam: DSC and/or structural images, masks on 
                  out_dir: str | Path, # the prepared case goes to out_dir/<patient_id>/
                  transform: str = "rigid", # structural registration: "rigid" or "affine" (DSC frames are always rigid)
                  motion: bool = True, # correct DSC head motion
+                 coregister: bool = True, # co-register the structural sequences (False: trust the scanner's coordinates, e.g. a pre-registered exam)
                  grid: str = "native", # "native": keep each image's voxels, registered through its affine; "reference": resample onto the reference grid
                  max_fd_mm: float = MAX_FD_MM, # flag DSC frames whose framewise displacement exceeds this
                  seed: int = 0, # metric sampling seed
@@ -311,7 +312,7 @@ def prepare_case(case: Case, # the exam: DSC and/or structural images, masks on 
     images = {n: read_image(getattr(case, n)) for n in ("dsc",) + STRUCTURAL_CHANNELS if getattr(case, n) is not None}
     masks = {n: read_image(getattr(case, n)) for n in ("tumor_mask", "brain_mask") if getattr(case, n) is not None}
     if not images: raise InputError(f"patient {pid}: no images to prepare")
-    anchor, report, t0 = _anchor(images), {"patient_id": pid, "transform": transform, "grid": grid}, time.perf_counter()
+    anchor, report, t0 = _anchor(images), {"patient_id": pid, "transform": transform if coregister else None, "grid": grid}, time.perf_counter()
     for n, m in masks.items():
         if (src := mask_source(m, images)) is None: raise InputError(f"{m.path}: patient {pid}'s {n} is on the grid of none of its images")
         report[f"{n}_on"] = src
@@ -333,7 +334,8 @@ def prepare_case(case: Case, # the exam: DSC and/or structural images, masks on 
     else: report["brain_mask"] = f"given: {case.brain_mask}"
     fixed, regs, matrices = to_sitk(ref, ref_aff), {}, {anchor: ()}
     hub = "t1ce" if "t1ce" in images and anchor != "t1ce" else None  # T1CE to the reference, the other sequences to T1CE
-    order = ([hub] if hub else []) + [n for n in STRUCTURAL_CHANNELS if n in images and n not in (anchor, hub)]
+    order = (([hub] if hub else []) + [n for n in STRUCTURAL_CHANNELS if n in images and n not in (anchor, hub)]) if coregister else []
+    matrices.update({n: () for n in images if n not in order})  # not registered: where the scanner put them
     for n in order:
         to = anchor if n == hub or hub is None else hub
         target = fixed if to == anchor else to_sitk(images[to].data, images[to].affine)
@@ -389,6 +391,7 @@ def prepare_cases(cases: Sequence[Case], # the cohort (`find_cases`, `read_manif
                   out_dir: str | Path, # prepared case folders and manifest.csv go here
                   transform: str = "rigid", # structural registration: "rigid" or "affine"
                   motion: bool = True, # correct DSC head motion
+                  coregister: bool = True, # co-register the structural sequences (False: e.g. a pre-registered exam)
                   grid: str = "native", # "native" or "reference" (see `prepare_case`)
                   max_fd_mm: float = MAX_FD_MM, # flag DSC frames above this framewise displacement
                   seed: int = 0, # metric sampling seed
@@ -400,7 +403,7 @@ def prepare_cases(cases: Sequence[Case], # the cohort (`find_cases`, `read_manif
                  ) -> tuple[list[Case], pd.DataFrame]:
     "Prepare every case (failures reported, the rest goes on) and write out_dir/manifest.csv of the prepared ones; returns them and a status table."
     out = Path(out_dir).absolute(); out.mkdir(parents=True, exist_ok=True)
-    shared = dict(out_dir=out, overwrite=overwrite, transform=transform, motion=motion, grid=grid, max_fd_mm=max_fd_mm, seed=seed)
+    shared = dict(out_dir=out, overwrite=overwrite, transform=transform, motion=motion, coregister=coregister, grid=grid, max_fd_mm=max_fd_mm, seed=seed)
     lost = lambda c, err: dict(patient_id=c.patient_id, status="failed", seconds=0.0, case=None,
                                error=f"the worker preparing this case died repeatedly (out of memory or a crash; {type(err).__name__})")
     rows = map_cases(_prepare_one, cases, shared, jobs=n_jobs, scheduler=scheduler, memory_limit=memory_limit, desc="prepare",

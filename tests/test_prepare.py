@@ -68,6 +68,8 @@ def test_one_seed_gives_identical_files_and_reference_grid_loads(exam):
     lc = load_case(r)
     assert lc.structural.shape[:3] == lc.dsc.shape[:3] and lc.mask.any()
     with pytest.raises(InputError, match="unknown grid"): prepare_case(case, d / "x", grid="dsc")
+    n = prepare_case(case, d / "noreg", coregister=False, motion=False, show_progress=False)  # trust the scanner: affines as given
+    assert read_image(n.t2).affine.tolist() == read_image(case.t2).affine.tolist() and not list(n.dsc.parent.glob("*.tfm"))
 
 
 def test_cohort_over_two_workers_matches_serial_and_resumes(exam):
