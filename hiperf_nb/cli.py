@@ -262,14 +262,16 @@ def cmd_prepare(args) -> int:
         if len(args.inputs) > 1 and (args.patient_id or args.role):
             raise InputError("--patient-id and --role apply to one exam; convert several exams one call each")
         cases, failed, converted = [], 0, out / "converted"
+        earlier = {} if args.overwrite or not (converted / "manifest.csv").exists() else \
+                  {c.patient_id: c for c in read_manifest(converted / "manifest.csv")}  # converted by an earlier run: a re-run resumes
         for folder in args.inputs:
             try:
-                table = classify_series(dicom_series(folder), _roles(args.role))
-                print(f"{folder}:\n{series_listing(table)}", file=sys.stderr)
-                pid = args.patient_id or next(iter(sorted(set(table.patient_id) - {""})), None)
-                earlier = [c for c in (read_manifest(converted / "manifest.csv") if (converted / "manifest.csv").exists() else []) if c.patient_id == pid]
-                cases.append(earlier[0] if earlier and not args.overwrite else  # converted by an earlier run: a re-run resumes
-                             convert_dicom(folder, converted, patient_id=args.patient_id, roles=_roles(args.role), overwrite=args.overwrite))
+                series = dicom_series(folder)
+                print(f"{folder}:\n{series_listing(classify_series(series, _roles(args.role)))}", file=sys.stderr)
+                pid = args.patient_id or next(iter(sorted(set(series.patient_id) - {""})), None)
+                cases.append(earlier[pid] if pid in earlier else
+                             convert_dicom(folder, converted, patient_id=args.patient_id, roles=_roles(args.role), overwrite=args.overwrite,
+                                           series=series))
             except HiperfError as e:
                 print(f"hiperf: error: {e}", file=sys.stderr); failed += 1
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 # %% ../nbs/04a_cohorts.ipynb #ef8c90c3
-from .core import InputError, atomic_write_text, progress
+from .core import InputError, atomic_write_text
 from .parallel import map_cases
 from .io import Case, write_manifest, save_nifti, STRUCTURAL_CHANNELS
 from .phantom import SITES, PhantomCase, simulate_case

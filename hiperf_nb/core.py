@@ -9,8 +9,8 @@ from __future__ import annotations
 __all__ = ['HiperfError', 'InputError', 'MissingFileError', 'UnsupportedFormatError', 'ManifestError', 'DataFormatError',
            'ShapeMismatchError', 'AffineMismatchError', 'NonFiniteError', 'HiperfWarning', 'test_raises', 'Config',
            'seed_everything', 'cpu_threads', 'eval_mode', 'get_device', 'progress_enabled', 'progress', 'file_mode',
-           'atomic_write_bytes', 'atomic_write_text', 'to_json', 'figure_png', 'save_checkpoint', 'load_checkpoint',
-           'data_dir', 'data_path']
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_folder', 'to_json', 'figure_png', 'save_checkpoint',
+           'load_checkpoint', 'data_dir', 'data_path']
 
 # %% ../nbs/00_core.ipynb #ac9e9e0c
 import dataclasses
@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import tempfile
 import warnings
 from dataclasses import fields
@@ -223,6 +224,27 @@ def atomic_write_text(path: str | Path, # destination file
                      ) -> Path:
     "`atomic_write_bytes` for UTF-8 text."
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+# %% ../nbs/00_core.ipynb #a4cf4730
+@contextmanager
+def atomic_folder(dest: str | Path # the folder to (re)write
+                 ):
+    "Yield a new hidden folder beside `dest` (umask permissions) that replaces `dest` if the block succeeds and is removed if it fails."
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+    try:
+        yield tmp
+        if dest.exists():  # the old folder goes only once the new one is in place
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+            try: os.replace(tmp, dest)
+            except BaseException: os.replace(old, dest); raise
+            shutil.rmtree(old, ignore_errors=True)
+        else: os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
 
 # %% ../nbs/00_core.ipynb #28af7a93
 def _plain(o):

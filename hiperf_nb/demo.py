@@ -8,9 +8,9 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['QUICK', 'REPORT_TEMPLATE', 'HIERARCHY_MIN_PERPLEXITY', 'HIERARCHY_MIN_HABITATS', 'GRAPH_GROUPS', 'POWERED_RESULTS',
            'DemoConfig', 'demo_mode', 'DemoLayout', 'run_stage', 'split_cohort', 'training_cases', 'graph_config',
-           'habitat_stats', 'graph_summary', 'stage_workers', 'without_timings', 'markdown_html', 'report_env',
-           'table_data', 'figure_data', 'hierarchy_problems', 'powered_benchmark_summary', 'write_report',
-           'find_demo_dir', 'run_demo']
+           'habitat_stats', 'graph_summary', 'without_timings', 'markdown_html', 'report_env', 'table_data',
+           'figure_data', 'hierarchy_problems', 'powered_benchmark_summary', 'write_report', 'find_demo_dir',
+           'run_demo']
 
 # %% ../nbs/19_demo.ipynb #422a0873
 import base64
@@ -20,7 +20,6 @@ import re
 import shutil
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +44,7 @@ from .genomics import PAPER_TABLE1, cohort_summary, compare_tables, tcga_recurre
 from .graphs import FINE_PARTITIONS, GraphConfig, HierGraph, build_graphs
 from .io import Case, load_case, read_manifest
 from .cohorts import simulate_cohort
-from .parallel import dask_client, resolve_jobs, resolve_memory_limit
+from .parallel import resolve_jobs, resolve_memory_limit, shared_workers
 from .saliency import cohort_saliency, plot_saliency, saliency_volume, node_saliency
 from .train import TrainConfig, load_model, load_splits, patient_splits, save_splits
 from .hgnn_bench import PAPER_PARTITION, BENCH_MODELS, MODEL_LABELS, BenchmarkLayout, PAPER_IDH_AUC, plot_roc, run_benchmark
@@ -185,17 +184,8 @@ def graph_summary(rows: pd.DataFrame # `build_graphs` rows of some patients
             **habitat_stats(ok.n_coarse), "median_supervoxels": float(ok.n_fine.median())}
 
 # %% ../nbs/19_demo.ipynb #ab3dd428
-@contextmanager
-def stage_workers(n_jobs: int = 1, # worker processes (1: in this process; -1: one per core)
-                  scheduler: str | None = None, # address of an existing Dask scheduler ("tcp://host:8786")
-                  memory_limit: str | None = "auto" # per local worker process, e.g. "4GB"
-                 ):
-    "The parallel options of one imaging stage: one Dask client for all its per-case calls, or none for one local job."
-    if scheduler is None and resolve_jobs(n_jobs) == 1: yield dict(n_jobs=1, scheduler=None, memory_limit=memory_limit); return
-    with dask_client(n_jobs, scheduler, memory_limit) as client: yield dict(n_jobs=n_jobs, scheduler=client, memory_limit=memory_limit)
-
 def _phantoms(lay: DemoLayout, cfg: DemoConfig, site: str, n: int, seed: int, par: dict | None = None) -> dict:
-    with stage_workers(**(par or {})) as pw:
+    with shared_workers(**(par or {})) as pw:
         cases = simulate_cohort(n, site, seed=seed, out_dir=lay.data(site), zoom=cfg.zoom, overwrite=True, **pw)
     lab = pd.DataFrame([c.labels for c in cases])
     return {"manifest": str(lay.manifest(site).relative_to(lay.root)), "n": len(cases),
@@ -211,7 +201,7 @@ def _splits(lay: DemoLayout, cfg: DemoConfig) -> dict:
 def _vqvae(lay: DemoLayout, cfg: DemoConfig, par: dict | None = None) -> dict:
     cases = training_cases(read_manifest(lay.manifest("internal")), load_splits(lay.splits), lay.splits)
     vcfg = VQVAEConfig(resample_tr_s=1.5)
-    with warnings.catch_warnings(), stage_workers(**(par or {})) as pw:
+    with warnings.catch_warnings(), shared_workers(**(par or {})) as pw:
         warnings.simplefilter("ignore", HiperfWarning)
         bank, failed = tics_from_cases(cases, norm=vcfg.norm, max_per_case=cfg.vq_curves_per_case,
                                        resample_tr_s=vcfg.resample_tr_s, seed=cfg.seed, **pw)
@@ -226,7 +216,7 @@ def _graphs(lay: DemoLayout, cfg: DemoConfig, par: dict | None = None) -> dict:
     vq = load_vqvae(lay.vqvae)
     sp = load_splits(lay.splits)
     res = {}
-    with stage_workers(**(par or {})) as pw:
+    with shared_workers(**(par or {})) as pw:
         for site in ("internal", "external"):
             for part in FINE_PARTITIONS:  # the ablations get graphs that do not carry the modality they lack (MODEL_PARTITION)
                 cfg_p = replace(graph_config(cfg), fine_partition=part, **({} if part == PAPER_PARTITION else {"crop_mm": None}))
@@ -255,7 +245,7 @@ def _saliency(lay: DemoLayout, cfg: DemoConfig, par: dict | None = None) -> dict
     ck, manifest = lay.hgnn.checkpoint("idh", "full"), lay.manifest("internal")
     sp = load_splits(lay.hgnn.splits)
     test_ids = sp.patient_id[sp.split == "test"].tolist()
-    with stage_workers(**(par or {})) as pw:
+    with shared_workers(**(par or {})) as pw:
         table, summary = cohort_saliency(ck, lay.graphs("internal"), manifest, patients=test_ids, out_dir=lay.saliency, **pw)
     model, _ = load_model(ck)
     cases = {c.patient_id: c for c in read_manifest(manifest)}

@@ -33,8 +33,8 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 # %% ../nbs/02a_dicom.ipynb #d56e1e77
-from .core import (HiperfError, InputError, MissingFileError, DataFormatError, HiperfWarning, atomic_write_text,
-                            progress, _umask)
+from .core import (HiperfError, InputError, MissingFileError, DataFormatError, HiperfWarning, atomic_folder,
+                            atomic_write_text, progress)
 from .io import (Case, Image, STRUCTURAL_CHANNELS, read_image, read_manifest, write_manifest, case_from_dir,
                           voxel_spacing)
 
@@ -77,22 +77,6 @@ def _lps_geometry(affine: np.ndarray, where: str) -> tuple:
     if np.abs(u.T @ u - np.eye(3)).max() > 1e-4:
         raise InputError(f"{where}: affine has sheared axes; DICOM slices need orthogonal voxel axes")
     return u, sp, a
-
-def _tmpdir(dest: Path) -> Path:
-    "A new hidden folder beside `dest` (renamed onto it when complete), with the umask's directory permissions."
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())
-    return tmp
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    "Move a finished folder onto `dest`, replacing an old one only after the new one is in place."
-    if not dest.exists(): os.replace(tmp, dest); return
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    os.replace(dest, old)
-    try: os.replace(tmp, dest)
-    except BaseException: os.replace(old, dest); raise
-    shutil.rmtree(old, ignore_errors=True)
 
 def _frame_time(start: datetime.datetime, seconds: float) -> str:
     return (start + datetime.timedelta(seconds=seconds)).strftime("%H%M%S.%f")
@@ -172,8 +156,7 @@ def write_dicom_series(data: np.ndarray | Image, # (X, Y, Z) or (X, Y, Z, T) arr
     lo, hi = float(arr.min()), float(arr.max())
     base.WindowCenter = _ds((lo + hi) / 2); base.WindowWidth = _ds(max(hi - lo, 1))
     if nt > 1: base.NumberOfTemporalPositions = nt
-    tmp = _tmpdir(folder)
-    try:
+    with atomic_folder(folder) as tmp:
         for t in range(nt):
             when = _frame_time(t0, 60 * series_number + t * tr_s)
             for k in range(nz):
@@ -192,9 +175,6 @@ def write_dicom_series(data: np.ndarray | Image, # (X, Y, Z) or (X, Y, Z, T) arr
                 meta.TransferSyntaxUID = ExplicitVRLittleEndian
                 ds.file_meta = meta
                 ds.save_as(tmp / f"IM{series_number:03d}-{t + 1:04d}-{k + 1:04d}.dcm", enforce_file_format=True)
-        _replace_dir(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     return folder
 
 # %% ../nbs/02a_dicom.ipynb #526bbeac
@@ -207,17 +187,14 @@ def write_dicom_case(case: Case, # the case to export (its masks are not written
     folder = Path(folder)
     pid = patient_id or case.patient_id
     if folder.exists() and any(folder.iterdir()): raise InputError(f"{folder}: folder exists and is not empty")
-    study, tmp, out = _uid("study", pid, seed), _tmpdir(folder), {}
-    try:
+    study, out = _uid("study", pid, seed), {}
+    with atomic_folder(folder) as tmp:
         for n, role in enumerate([r for r in ROLES if getattr(case, r) is not None], 1):
             im = read_image(getattr(case, role))
             tr = case.tr_s if role == "dsc" and case.tr_s is not None else None
             write_dicom_series(im, tmp / f"{n:02d}_{role}", role=role, tr_s=tr, patient_id=pid, series_number=n,
                                study_uid=study, seed=seed)
             out[role] = folder / f"{n:02d}_{role}"
-        _replace_dir(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     return out
 
 # %% ../nbs/02a_dicom.ipynb #8c109746
@@ -484,11 +461,12 @@ def convert_dicom(folder: str | Path, # one exam's DICOM files (searched recursi
                   manifest: str | Path | None = "manifest.csv", # manifest to add the case to (relative to `out_dir`); None: none
                   overwrite: bool = False, # replace an existing case folder (and manifest row)
                   dcm2niix: str | Path | None = None, # dcm2niix executable; default `find_dcm2niix()`
-                  show_progress: bool | None = None # progress bars; default from `HIPERF_PROGRESS`
+                  show_progress: bool | None = None, # progress bars; default from `HIPERF_PROGRESS`
+                  series: pd.DataFrame | None = None # the folder's `dicom_series` table when already read (headers are not read again)
                  ) -> Case:
     "Convert an exam's DSC and structural series to a case folder (NIfTI + sidecars + series table); return its `Case`."
     folder, out_dir = Path(folder), Path(out_dir)
-    table = classify_series(dicom_series(folder, show_progress), roles)
+    table = classify_series(dicom_series(folder, show_progress) if series is None else series, roles)
     pids = sorted(set(table.patient_id) - {""})
     if len(pids) > 1: raise InputError(f"{folder}: DICOM files of several patients ({', '.join(pids)}); convert one exam at a time")
     pid = patient_id or (pids[0] if pids else folder.name)
@@ -508,17 +486,14 @@ def convert_dicom(folder: str | Path, # one exam's DICOM files (searched recursi
         raise InputError(f"{mpath}: patient {pid} is already in the manifest; pass overwrite=True to replace it")
     exe = find_dcm2niix(dcm2niix)
     use = table[table.role != ""]
-    tmp, tr_s = _tmpdir(case_dir), None
-    try:
+    tr_s = None
+    with atomic_folder(case_dir) as tmp:
         for r in progress(list(use.itertuples()), desc="dcm2niix", enabled=show_progress):
             what = f"{folder}: series {r.series_number} {r.description!r} ({r.role})"
             p = run_dcm2niix(r.files, tmp, r.role, what, exe)
             tr = _check_output(p, r.role, r, what)
             if r.role == "dsc": tr_s = tr
         atomic_write_text(tmp / "dicom_series.csv", table.drop(columns="files").to_csv(index=False))
-        _replace_dir(tmp, case_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     unused = table[table.role == ""]
     if len(unused):
         warnings.warn(f"{folder}: {len(unused)} series not converted: " + "; ".join(

@@ -35,7 +35,7 @@ from torch_geometric.data import HeteroData
 
 # %% ../nbs/06_graphs.ipynb #e9535814
 from .core import (Config, HiperfError, HiperfWarning, InputError, ShapeMismatchError, DataFormatError, MissingFileError,
-                            atomic_write_text, load_checkpoint, progress, save_checkpoint)
+                            atomic_write_text, load_checkpoint, save_checkpoint)
 from .parallel import map_cases
 from .io import HABITATS, STRUCTURAL_NORMS, Case, LoadedCase, load_case, normalize_structural
 from .dsc import delta_r2s, extract_tics, normalize_tics, resample_time

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['WORKER_MALLOC_BYTES', 'WorkerLostError', 'resolve_jobs', 'resolve_memory_limit', 'case_name', 'dask_client',
-           'SharedArgs', 'map_cases', 'square_plus']
+           'SharedArgs', 'map_cases', 'square_plus', 'shared_workers']
 
 # %% ../nbs/00a_parallel.ipynb #074cad15
 import logging
@@ -150,3 +150,13 @@ def square_plus(x: int, # an item
                ) -> int:
     "A tiny task for the examples and benchmarks: `x * x + offset`."
     return x * x + offset
+
+# %% ../nbs/00a_parallel.ipynb #db9f4071
+@contextmanager
+def shared_workers(n_jobs: int = 1, # worker processes (1: in this process; -1: one per core)
+                   scheduler: str | Client | None = None, # address of an existing Dask scheduler ("tcp://host:8786")
+                   memory_limit: str | int | None = "auto" # per local worker process, e.g. "4GB"
+                  ):
+    "The parallel keyword arguments (`n_jobs`, `scheduler`, `memory_limit`) for several maps that share one Dask client; none is started for one local job."
+    if scheduler is None and resolve_jobs(n_jobs) == 1: yield dict(n_jobs=1, scheduler=None, memory_limit=memory_limit); return
+    with dask_client(n_jobs, scheduler, memory_limit) as client: yield dict(n_jobs=n_jobs, scheduler=client, memory_limit=memory_limit)

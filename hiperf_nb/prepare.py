@@ -13,9 +13,8 @@ __all__ = ['LPS', 'TRANSFORMS', 'MAX_ROTATION_DEG', 'MAX_TRANSLATION_MM', 'MAX_F
            'mask_source', 'prepare_case', 'prepare_cases']
 
 # %% ../nbs/02_prepare.ipynb #1f79ac11
-import shutil
+import json
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 # %% ../nbs/02_prepare.ipynb #17cdb973
-from .core import HiperfError, InputError, atomic_write_text, figure_png, progress, to_json
-from .io import Case, STRUCTURAL_CHANNELS, case_from_dir, read_image, resample_to_grid, save_nifti, write_manifest
+from .core import HiperfError, InputError, atomic_folder, atomic_write_text, figure_png, progress, to_json
+from .io import Case, Image, STRUCTURAL_CHANNELS, case_from_dir, read_image, resample_to_grid, save_nifti, write_manifest
 from .parallel import map_cases
 from .dsc import baseline_window
 
@@ -222,10 +221,9 @@ def correct_motion(dsc: np.ndarray, # (X, Y, Z, T) DSC series
     dsc = np.asarray(dsc, np.float32)
     ref, win = dsc_reference(dsc, brain)
     if brain is None: brain = simple_brain_mask(ref)
-    fixed = to_sitk(ref, affine)
-    A = sitk_affine(fixed)
-    centre = np.argwhere(brain).mean(0) @ A[:3, :3].T + A[:3, 3]
-    pts = np.argwhere(brain)[:: max(1, int(brain.sum()) // 5000)] @ A[:3, :3].T + A[:3, 3]
+    fixed, ijk = to_sitk(ref, affine), np.argwhere(brain)
+    centre = ijk.mean(0) @ affine[:3, :3].T + affine[:3, 3]
+    pts = ijk[:: max(1, len(ijk) // 5000)] @ affine[:3, :3].T + affine[:3, 3]
     region = ndimage.binary_dilation(brain, iterations=2)  # the brain's edge carries most of the motion information
     out, rows, matrices, tx = np.empty_like(dsc), [], [], None
     for t in progress(range(dsc.shape[-1]), f"motion {what}", enabled=show_progress):
@@ -267,7 +265,7 @@ PREPARE_GRIDS = ("native", "reference")
 def _anchor(images: dict) -> str:
     return next(n for n in ("dsc", "t1ce") + STRUCTURAL_CHANNELS if n in images)
 
-def mask_source(mask: "Image", # a tumour or brain mask
+def mask_source(mask: Image, # a tumour or brain mask
                 images: dict # name -> `Image` of the case's sequences
                ) -> str | None:
     "The sequence a mask was drawn on: the reference if it shares its grid (shape and affine), else the first of t1ce, t1, t2, flair that does."
@@ -281,9 +279,9 @@ def _moved_affine(affine: np.ndarray, *matrices: np.ndarray) -> np.ndarray:
     for M in matrices: affine = np.linalg.inv(M) @ affine
     return affine
 
-def _qc_figure(ref: np.ndarray, ref_aff: np.ndarray, moved: dict, pid: str, anchor: str) -> plt.Figure:
+def _qc_figure(ref: np.ndarray, ref_aff: np.ndarray, brain: np.ndarray, moved: dict, pid: str, anchor: str) -> plt.Figure:
     "Each sequence's foreground outline on the reference, with the scanner's affine (left) and after registration (right)."
-    z = int(np.argmax(simple_brain_mask(ref).sum((0, 1))))
+    z = int(np.argmax(brain.sum((0, 1))))  # the slice with most brain
     fig, axs = plt.subplots(len(moved), 2, figsize=(6, 3 * len(moved)), squeeze=False)
     for row, (name, (data, before, after)) in zip(axs, moved.items()):
         for ax, aff, when in zip(row, (before, after), ("scanner coordinates", "registered")):
@@ -343,9 +341,8 @@ def prepare_case(case: Case, # the exam: DSC and/or structural images, masks on 
         matrices[n] = ((regs[hub].matrix,) if to == hub else ()) + (regs[n].matrix,)
         report.setdefault("registrations", {})[n] = dict(to=to, mutual_information_before=-regs[n].metric_before, mutual_information_after=-regs[n].metric_after,
                                                          rotation_deg=regs[n].rotation_deg, shift_mm=regs[n].shift_mm, iterations=regs[n].iterations)
-    tmp = out_dir / f".{pid}.{uuid.uuid4().hex[:8]}.tmp"  # the whole folder appears at once, or not at all
-    try:
-        tmp.mkdir(parents=True)
+    report["tr_s"] = tr_s
+    with atomic_folder(dest) as tmp:  # the whole folder appears at once, or not at all
         new_aff = {n: _moved_affine(images[n].affine, *matrices[n]) for n in images}
         paths = {}
         for n, im in {**images, **masks}.items():
@@ -362,13 +359,9 @@ def prepare_case(case: Case, # the exam: DSC and/or structural images, masks on 
         if "motion" in report:
             table.to_csv(tmp / "motion.csv", index=False, float_format="%.4f")
             (tmp / "motion.png").write_bytes(figure_png(plot_motion(table, pid)))
-        if regs: (tmp / "qc.png").write_bytes(figure_png(_qc_figure(ref, ref_aff, {n: (images[n].data, images[n].affine, new_aff[n]) for n in regs}, pid, anchor)))
+        if regs: (tmp / "qc.png").write_bytes(figure_png(_qc_figure(ref, ref_aff, brain, {n: (images[n].data, images[n].affine, new_aff[n]) for n in regs}, pid, anchor)))
         report["seconds"] = round(time.perf_counter() - t0, 2)
         atomic_write_text(tmp / "prepare.json", to_json(report))
-        if dest.exists(): shutil.rmtree(dest)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     return Case(pid, tr_s=tr_s, labels=dict(case.labels), **{n: dest / p.name for n, p in paths.items()})
 
 # %% ../nbs/02_prepare.ipynb #599a7585
@@ -378,7 +371,7 @@ def _prepare_one(case: Case, out_dir: Path, overwrite: bool, **options) -> dict:
     try:
         if (dest / "prepare.json").exists() and not overwrite:  # finished earlier: a re-run resumes
             done = case_from_dir(dest, case.patient_id)
-            done.tr_s, done.labels = case.tr_s or (read_image(done.dsc).tr_s if done.dsc else None), dict(case.labels)
+            done.tr_s, done.labels = json.loads((dest / "prepare.json").read_text())["tr_s"], dict(case.labels)
             return dict(patient_id=case.patient_id, status="kept", seconds=0.0, error="", case=done)
         done = prepare_case(case, out_dir, overwrite=True, show_progress=False, **options)
         return dict(patient_id=case.patient_id, status="prepared", seconds=round(time.perf_counter() - t0, 2), error="", case=done)
